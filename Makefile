@@ -1,0 +1,36 @@
+# The few commands a person types. `make run` and `make test` work on a fresh machine
+# with only Python 3.11+ and pip.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint format bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install  ## migrate, seed demo data, import schedules/, start web + beat + worker
+	$(BIN)/batch dev
+
+test: install  ## lint, then the whole test suite against real Redis, worker and database
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check .
+
+format:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install  ## engine vs multiprocessing.Pool throughput and tiny-run cost
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache

@@ -1,0 +1,84 @@
+"""Which worker processes are online for which queue, so the engine can size its chunks.
+
+Each worker node keeps one short-lived Redis key alive while it runs; a node that dies
+simply stops renewing it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+from celery import bootsteps
+
+from batch.constants import WORKER_CAPACITY_KEY_PREFIX
+
+TTL_SECONDS = 30
+RENEW_SECONDS = 10
+CACHE_SECONDS = 5.0
+
+_cache: dict[str, tuple[float, int]] = {}
+
+
+def announce(client: redis.Redis, hostname: str, concurrency: int, queues: list[str]) -> None:
+    """Record that ``hostname`` runs ``concurrency`` processes on ``queues``."""
+    payload = json.dumps({"concurrency": concurrency, "queues": queues})
+    client.set(WORKER_CAPACITY_KEY_PREFIX + hostname, payload, ex=TTL_SECONDS)
+
+
+def withdraw(client: redis.Redis, hostname: str) -> None:
+    """Forget ``hostname`` (at a clean shutdown)."""
+    client.delete(WORKER_CAPACITY_KEY_PREFIX + hostname)
+
+
+def online_workers(client: redis.Redis) -> dict[str, dict[str, Any]]:
+    """Every announced worker node: hostname -> {concurrency, queues}."""
+    keys = list(client.scan_iter(match=WORKER_CAPACITY_KEY_PREFIX + "*", count=500))
+    values = client.mget(keys) if keys else []
+    return {
+        key.removeprefix(WORKER_CAPACITY_KEY_PREFIX): json.loads(value)
+        for key, value in zip(keys, values, strict=True)
+        if value
+    }
+
+
+def processes_for_queue(client: redis.Redis, queue: str) -> int:
+    """Worker processes consuming ``queue`` right now (cached for a few seconds)."""
+    now = time.monotonic()
+    cached = _cache.get(queue)
+    if cached and now - cached[0] < CACHE_SECONDS:
+        return cached[1]
+    total = sum(
+        worker["concurrency"]
+        for worker in online_workers(client).values()
+        if queue in worker["queues"]
+    )
+    _cache[queue] = (now, total)
+    return total
+
+
+class CapacityAnnouncer(bootsteps.StartStopStep):
+    """Worker bootstep that keeps this node's capacity key alive."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.tref: Any = None
+
+    def start(self, worker: Any) -> None:
+        client = worker.app.batch_core.redis
+        queues = sorted(worker.app.amqp.queues.consume_from)
+
+        def renew() -> None:
+            announce(client, worker.hostname, worker.concurrency, queues)
+
+        renew()
+        self.tref = worker.timer.call_repeatedly(RENEW_SECONDS, renew)
+
+    def stop(self, worker: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+        withdraw(worker.app.batch_core.redis, worker.hostname)

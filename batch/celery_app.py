@@ -1,0 +1,49 @@
+"""The one function that builds the Celery app from settings."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from batch.capacity import CapacityAnnouncer
+from batch.constants import QUEUE_DEFAULT, QUEUES, REDBEAT_KEY_PREFIX
+from batch.core import Core
+from batch.settings import Settings
+
+
+def create_celery(settings: Settings, core: Core | None = None) -> Celery:
+    """A configured Celery app carrying the core as ``app.batch_core``; connects lazily."""
+    app = Celery("batch", set_as_current=False)
+    app.conf.update(
+        broker_url=settings.effective_broker_url,
+        result_backend=settings.redis_url,
+        broker_connection_retry_on_startup=True,
+        # JSON only: a pickled message could run code chosen by whoever can write to the broker.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        timezone="UTC",
+        enable_utc=True,
+        task_default_queue=QUEUE_DEFAULT,
+        task_queues=[Queue(name, routing_key=name) for name in QUEUES],
+        task_create_missing_queues=True,
+        # One message per process at a time: long chunks must not wait behind a busy sibling.
+        worker_prefetch_multiplier=1,
+        task_track_started=False,
+        result_expires=24 * 3600,
+        result_chord_join_timeout=30,
+        broker_transport_options={"visibility_timeout": 3600},
+        worker_hijack_root_logger=False,
+        redbeat_redis_url=settings.redis_url,
+        redbeat_key_prefix=REDBEAT_KEY_PREFIX,
+        redbeat_redis_options={},
+        beat_max_loop_interval=5,
+    )
+    if settings.worker_concurrency:
+        app.conf.worker_concurrency = settings.worker_concurrency
+    app.batch_core = core or Core(settings)
+    app.steps["worker"].add(CapacityAnnouncer)
+    import batch.tasks  # noqa: F401  (registers the shared tasks with this app)
+
+    return app

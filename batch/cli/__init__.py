@@ -1,0 +1,68 @@
+"""The ``batch`` command: one entry point over the core, like the web app and the worker."""
+
+from __future__ import annotations
+
+import sys
+from functools import cached_property
+from typing import Any
+
+import click
+from celery import Celery
+
+from batch.celery_app import create_celery
+from batch.core import Core
+from batch.exceptions import UserError
+from batch.settings import Settings
+
+USER_ERROR_EXIT = 2
+
+
+class Context:
+    """What every command needs, built on first use from the environment."""
+
+    @cached_property
+    def settings(self) -> Settings:
+        return Settings.from_env()
+
+    @cached_property
+    def core(self) -> Core:
+        return Core(self.settings)
+
+    @cached_property
+    def celery(self) -> Celery:
+        return create_celery(self.settings, self.core)
+
+
+pass_context = click.make_pass_decorator(Context, ensure=True)
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit with the user-error code."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(USER_ERROR_EXIT)
+
+
+class BatchGroup(click.Group):
+    """A group that turns the core's user errors into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            fail(str(exc))
+
+
+@click.group(cls=BatchGroup)
+def main() -> None:
+    """Scheduled, chunked, aggregated batch jobs."""
+
+
+def _register_commands() -> None:
+    from batch.cli import admin, runs, schedules
+
+    for module in (admin, runs, schedules):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register_commands()

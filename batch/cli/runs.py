@@ -1,0 +1,144 @@
+"""``batch jobs``, ``batch run`` and ``batch runs``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from sqlalchemy import select
+
+from batch import runs
+from batch.cli import Context, fail, pass_context
+from batch.models import FINISHED_STATES, Run
+
+POLL_SECONDS = 0.2
+
+
+@click.command("jobs")
+@pass_context
+def jobs_command(ctx: Context) -> None:
+    """List registered jobs with their queue and params."""
+    for job in ctx.core.jobs:
+        properties = job.params_model.model_json_schema().get("properties", {})
+        params = ", ".join(
+            f"{name}={spec.get('default', '?')}" if "default" in spec else name
+            for name, spec in properties.items()
+        )
+        click.echo(f"{job.name}  queue={job.queue}  params: {params or '-'}")
+        if job.description:
+            click.echo(f"    {job.description}")
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``key=value`` pairs into a dict; a pair without ``=`` is a user error."""
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"bad param {pair!r}: expected key=value")
+        params[key] = value
+    return params
+
+
+@click.command("run")
+@click.argument("job")
+@click.option("-p", "--param", "pairs", multiple=True, help="A param as key=value (repeatable).")
+@click.option("--wait", is_flag=True, help="Wait for the run, showing chunk progress.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@pass_context
+def run_command(ctx: Context, job: str, pairs: tuple[str, ...], wait: bool, as_json: bool) -> None:
+    """Queue a run of JOB and print its id (with --wait, its result)."""
+    run_id = runs.submit_run(ctx.core, ctx.celery, job, parse_params(pairs), trigger="cli")
+    if not wait:
+        if as_json:
+            click.echo(json.dumps({"run_id": run_id, "status": "queued", "result": None}))
+        else:
+            click.echo(run_id)
+        return
+    summary = wait_for_run(ctx, run_id)
+    if as_json:
+        click.echo(
+            json.dumps({"run_id": run_id, "status": summary["status"], "result": summary["result"]})
+        )
+    else:
+        click.echo(f"{run_id} {summary['status']}")
+        click.echo(json.dumps(summary["result"] or summary["error"], indent=2))
+    if summary["status"] != "succeeded":
+        sys.exit(1)
+
+
+def wait_for_run(ctx: Context, run_id: str) -> dict[str, Any]:
+    """Poll the run until it finishes, drawing chunks done/total on stderr."""
+    shown = None
+    while True:
+        with ctx.core.transaction() as session:
+            summary = runs.run_summary(session, runs.get_run(session, run_id))
+        progress = (summary["chunks_done"], summary["chunks_total"])
+        if progress != shown and summary["chunks_total"]:
+            _draw_progress(*progress)
+            shown = progress
+        if summary["status"] in FINISHED_STATES:
+            if shown:
+                click.echo("", err=True)
+            return summary
+        time.sleep(POLL_SECONDS)
+
+
+def _draw_progress(done: int, total: int, width: int = 30) -> None:
+    filled = width * done // total
+    bar = "#" * filled + "-" * (width - filled)
+    end = "" if sys.stderr.isatty() else "\n"
+    click.echo(f"\r[{bar}] {done}/{total} chunks", err=True, nl=False)
+    if end:
+        click.echo("", err=True)
+
+
+@click.group("runs")
+def runs_group() -> None:
+    """Inspect runs."""
+
+
+@runs_group.command("list")
+@click.option("--job", help="Only runs of this job.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@pass_context
+def runs_list(ctx: Context, job: str | None, limit: int) -> None:
+    """The most recent runs, newest first."""
+    query = select(Run).order_by(Run.created_at.desc()).limit(limit)
+    if job:
+        ctx.core.jobs.get(job)
+        query = query.where(Run.job == job)
+    with ctx.core.transaction() as session:
+        for run in session.scalars(query):
+            duration = (
+                f"{(run.finished_at - run.started_at).total_seconds():.2f}s"
+                if run.finished_at and run.started_at
+                else "-"
+            )
+            click.echo(
+                f"{run.id}  {run.created_at:%Y-%m-%d %H:%M:%S}  {run.job:<24} "
+                f"{run.status:<10} {duration:>9}  {run.trigger}"
+            )
+
+
+@runs_group.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON object.")
+@pass_context
+def runs_show(ctx: Context, run_id: str, as_json: bool) -> None:
+    """Status, progress and result of one run."""
+    with ctx.core.transaction() as session:
+        summary = runs.run_summary(session, runs.get_run(session, run_id))
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    for key, value in summary.items():
+        if key in ("params", "result"):
+            value = json.dumps(value, indent=2) if value is not None else "-"
+        click.echo(f"{key}: {value if value is not None else '-'}")
+
+
+COMMANDS = [jobs_command, run_command, runs_group]

@@ -1,0 +1,5 @@
+"""``batch schedules``."""
+
+from __future__ import annotations
+
+COMMANDS: list = []

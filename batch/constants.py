@@ -1,0 +1,17 @@
+"""Names shared by every process: queues, task names and Redis key prefixes."""
+
+QUEUE_DEFAULT = "default"
+QUEUE_REPORTS = "reports"
+QUEUE_CLEANUPS = "cleanups"
+QUEUES = (QUEUE_DEFAULT, QUEUE_REPORTS, QUEUE_CLEANUPS)
+
+# Stable task names: RedBeat stores them as strings in Redis.
+TASK_START_RUN = "batch.start_run"
+TASK_RUN_CHUNK = "batch.run_chunk"
+TASK_FINISH_RUN = "batch.finish_run"
+TASK_FAIL_RUN = "batch.fail_run"
+
+# Every Redis key we own starts with one of these.
+REDBEAT_KEY_PREFIX = "batch:redbeat:"
+WORKER_CAPACITY_KEY_PREFIX = "batch:workers:"
+RECONCILE_LOCK_KEY = "batch:reconcile-lock"

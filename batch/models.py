@@ -1,0 +1,122 @@
+"""SQL tables: runs, their chunks, schedules, the audit log and the demo orders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from batch.db import UTCDateTime, utcnow
+
+# Run and chunk states.
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"
+FINISHED_STATES = (SUCCEEDED, FAILED, SKIPPED)
+
+# IDs are BIGINT on PostgreSQL and INTEGER (the rowid alias) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Run(Base):
+    """One execution of a job: its params, status, progress and aggregated result."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        # One run per fire: a fire delivered twice finds this row and stops.
+        UniqueConstraint("schedule_name", "scheduled_for", name="uq_runs_schedule_fire"),
+        Index("ix_runs_job_created", "job", "created_at"),
+        Index("ix_runs_status_created", "status", "created_at"),
+        Index("ix_runs_created", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job: Mapped[str] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20), default=QUEUED)
+    trigger: Mapped[str] = mapped_column(String(200))
+    schedule_name: Mapped[str | None] = mapped_column(String(200))
+    scheduled_for: Mapped[datetime | None]
+    queue: Mapped[str] = mapped_column(String(100))
+    chunk_count: Mapped[int | None]
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class RunChunk(Base):
+    """One chunk of a run; its partial is stored once, keyed by (run_id, chunk_index)."""
+
+    __tablename__ = "run_chunks"
+
+    run_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    chunk_index: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(default=0)
+    partial: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Schedule(Base):
+    """The durable truth of a schedule; RedBeat entries are derived from these rows."""
+
+    __tablename__ = "schedules"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    job: Mapped[str] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]]
+    cron: Mapped[str | None] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    interval_seconds: Mapped[int | None]
+    enabled: Mapped[bool] = mapped_column(default=True)
+    overlap: Mapped[str] = mapped_column(String(10), default="allow")
+    queue: Mapped[str | None] = mapped_column(String(100))
+    priority: Mapped[int | None]
+    deadline_seconds: Mapped[int | None]
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who changed which schedule, when, and the state before and after."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_object", "object_type", "object_name", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(20))
+    object_type: Mapped[str] = mapped_column(String(50))
+    object_name: Mapped[str] = mapped_column(String(200))
+    before: Mapped[dict[str, Any] | None]
+    after: Mapped[dict[str, Any] | None]
+
+
+class Order(Base):
+    """Demo sales data read by ``reports.sales_summary``."""
+
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime]
+    region: Mapped[str] = mapped_column(String(50))
+    product: Mapped[str] = mapped_column(String(100))
+    quantity: Mapped[int]
+    amount_cents: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,332 @@
+"""The run engine: submit, plan into a chord of chunks, store partials, aggregate.
+
+Every step is idempotent: a message delivered twice finds the state it already wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import Celery, chord
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from batch import capacity
+from batch.constants import TASK_FAIL_RUN, TASK_FINISH_RUN, TASK_RUN_CHUNK, TASK_START_RUN
+from batch.core import Core
+from batch.db import utcnow
+from batch.exceptions import BatchError, NotFound
+from batch.jobs import Job, Partial, Spec
+from batch.models import FAILED, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Run, RunChunk
+
+log = logging.getLogger(__name__)
+
+RUN_ID_NAMESPACE = uuid.UUID("5b0c3a52-6a39-4b59-9d0e-4f1b7c1a9e11")
+
+
+class MissingChunks(BatchError):
+    """``finish_run`` was called while some chunks have no stored partial yet."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fire:
+    """One firing of a schedule, as beat sends it."""
+
+    schedule: str
+    scheduled_for: datetime
+    overlap: str = "allow"
+    deadline_seconds: int | None = None
+
+
+def scheduled_run_id(schedule: str, scheduled_for: datetime) -> str:
+    """The run id of one fire: the same fire always maps to the same run."""
+    return str(uuid.uuid5(RUN_ID_NAMESPACE, f"{schedule}@{scheduled_for.isoformat()}"))
+
+
+def _insert_ignoring_duplicates(session: Session, model: type, values: dict[str, Any]) -> bool:
+    """INSERT a row unless its key exists; True when this call inserted it."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    result = session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    return result.rowcount == 1
+
+
+def submit_run(
+    core: Core, celery: Celery, job_name: str, raw_params: dict[str, Any], *, trigger: str
+) -> str:
+    """Validate, record a queued run and send ``start_run``; returns the run id.
+
+    Raises UnknownJob or InvalidParams before anything is written or sent.
+    """
+    job = core.jobs.get(job_name)
+    params = job.validate_params(raw_params, now=utcnow()).model_dump(mode="json")
+    run_id = str(uuid.uuid4())
+    with core.transaction() as session:
+        session.add(Run(id=run_id, job=job.name, params=params, trigger=trigger, queue=job.queue))
+    celery.send_task(
+        TASK_START_RUN,
+        kwargs={"job": job.name, "params": params, "run_id": run_id, "trigger": trigger},
+        queue=job.queue,
+    )
+    return run_id
+
+
+def start_run(
+    core: Core,
+    celery: Celery,
+    *,
+    job: str,
+    params: dict[str, Any],
+    trigger: str,
+    run_id: str | None = None,
+    fire: Fire | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+) -> str | None:
+    """Create or claim the run, plan its chunks and launch the chord; returns the run id.
+
+    Returns None when the run was already claimed (a duplicate delivery or fire).
+    """
+    now = utcnow()
+    job_obj = core.jobs.get(job)
+    queue = queue or job_obj.queue
+    if fire is not None:
+        run_id = scheduled_run_id(fire.schedule, fire.scheduled_for)
+    assert run_id is not None, "a run needs an id or a fire"
+    with core.transaction() as session:
+        _insert_ignoring_duplicates(
+            session,
+            Run,
+            {
+                "id": run_id,
+                "job": job,
+                "params": params,
+                "status": QUEUED,
+                "trigger": trigger,
+                "schedule_name": fire.schedule if fire else None,
+                "scheduled_for": fire.scheduled_for if fire else None,
+                "queue": queue,
+                "created_at": now,
+            },
+        )
+        if not _claim(session, run_id, now):
+            log.info("run %s already started: duplicate delivery ignored", run_id)
+            return None
+        skip_reason = _skip_reason(session, run_id, fire, now) if fire else None
+        if skip_reason:
+            _finish(session, run_id, SKIPPED, error=skip_reason)
+            return run_id
+        try:
+            validated = job_obj.validate_params(params, now=fire.scheduled_for if fire else now)
+            specs = job_obj.plan(validated, chunks=_target_chunks(core, queue), db=session)
+        except Exception as exc:
+            _finish(session, run_id, FAILED, error=_describe(exc))
+            log.exception("run %s failed while planning", run_id)
+            return run_id
+        resolved = validated.model_dump(mode="json")
+        session.execute(
+            update(Run).where(Run.id == run_id).values(params=resolved, chunk_count=len(specs))
+        )
+        if not specs:
+            _finish(session, run_id, SUCCEEDED, result=job_obj.reduce([]))
+            return run_id
+    _launch(celery, job_obj, run_id, specs, resolved, queue=queue, priority=priority)
+    return run_id
+
+
+def _claim(session: Session, run_id: str, now: datetime) -> bool:
+    claimed = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == QUEUED)
+        .values(status=RUNNING, started_at=now)
+    )
+    return claimed.rowcount == 1
+
+
+def _skip_reason(session: Session, run_id: str, fire: Fire, now: datetime) -> str | None:
+    if fire.deadline_seconds is not None:
+        late = (now - fire.scheduled_for).total_seconds()
+        if late > fire.deadline_seconds:
+            return f"skipped: started {late:.0f}s late, deadline {fire.deadline_seconds}s"
+    if fire.overlap == "skip":
+        going = session.scalar(
+            select(Run.id)
+            .where(
+                Run.schedule_name == fire.schedule,
+                Run.status.in_((QUEUED, RUNNING)),
+                Run.id != run_id,
+            )
+            .limit(1)
+        )
+        if going:
+            return f"skipped: run {going} of this schedule is still going"
+    return None
+
+
+def _target_chunks(core: Core, queue: str) -> int:
+    processes = capacity.processes_for_queue(core.redis, queue)
+    processes = processes or core.settings.worker_concurrency or 1
+    return processes * core.settings.chunks_per_process
+
+
+def _launch(
+    celery: Celery,
+    job: Job,
+    run_id: str,
+    specs: list[Spec],
+    params: dict[str, Any],
+    *,
+    queue: str,
+    priority: int | None,
+) -> None:
+    options: dict[str, Any] = {"queue": queue}
+    if priority is not None:
+        options["priority"] = priority
+    header = [
+        celery.signature(
+            TASK_RUN_CHUNK,
+            args=(run_id, job.name, index, spec, params),
+            soft_time_limit=job.soft_time_limit,
+            time_limit=job.time_limit,
+            **options,
+        )
+        for index, spec in enumerate(specs)
+    ]
+    callback = celery.signature(TASK_FINISH_RUN, args=(run_id,), **options)
+    callback.on_error(celery.signature(TASK_FAIL_RUN, args=(run_id,), **options))
+    chord(header)(callback)
+
+
+def run_chunk(
+    core: Core, run_id: str, job: str, index: int, spec: Spec, params: dict[str, Any]
+) -> bool:
+    """Compute and store one chunk's partial; False when it was already stored."""
+    job_obj = core.jobs.get(job)
+    with core.transaction() as session:
+        stored = session.get(RunChunk, (run_id, index))
+        if stored is not None and stored.status == SUCCEEDED:
+            return False
+        if stored is None:
+            stored = RunChunk(run_id=run_id, chunk_index=index, status=RUNNING, attempts=0)
+            session.add(stored)
+        stored.status, stored.attempts, stored.started_at = RUNNING, stored.attempts + 1, utcnow()
+    validated = job_obj.validate_params(params, now=utcnow())
+    try:
+        with core.transaction() as session:
+            partial = job_obj.process(spec, validated, db=session)
+            session.execute(
+                update(RunChunk)
+                .where(RunChunk.run_id == run_id, RunChunk.chunk_index == index)
+                .values(status=SUCCEEDED, partial=partial, error=None, finished_at=utcnow())
+            )
+    except Exception as exc:
+        with core.transaction() as session:
+            session.execute(
+                update(RunChunk)
+                .where(RunChunk.run_id == run_id, RunChunk.chunk_index == index)
+                .values(status=FAILED, error=_describe(exc), finished_at=utcnow())
+            )
+        raise
+    return True
+
+
+def finish_run(core: Core, run_id: str) -> None:
+    """Aggregate the stored partials into the result; raises MissingChunks if any is absent."""
+    with core.transaction() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"run {run_id} not found")
+        if run.status != RUNNING:
+            return
+        partials: list[Partial] = list(
+            session.scalars(
+                select(RunChunk.partial)
+                .where(RunChunk.run_id == run_id, RunChunk.status == SUCCEEDED)
+                .order_by(RunChunk.chunk_index)
+            )
+        )
+        if len(partials) < (run.chunk_count or 0):
+            raise MissingChunks(f"{len(partials)} of {run.chunk_count} chunks stored")
+        result = core.jobs.get(run.job).reduce(partials)
+        _finish(session, run_id, SUCCEEDED, result=result)
+
+
+def fail_run(core: Core, run_id: str, error: str) -> None:
+    """Mark an unfinished run failed with ``error`` (naming the failed chunks if any)."""
+    with core.transaction() as session:
+        failed = session.execute(
+            select(RunChunk.chunk_index, RunChunk.error)
+            .where(RunChunk.run_id == run_id, RunChunk.status == FAILED)
+            .order_by(RunChunk.chunk_index)
+        ).all()
+        if failed:
+            error = "; ".join(f"chunk {index}: {message}" for index, message in failed)
+        _finish(session, run_id, FAILED, error=error)
+
+
+def finish_overdue(run: Run, deadline_seconds: int) -> bool:
+    """Whether a run waiting for missing chunks has waited past its deadline."""
+    started = run.started_at or run.created_at
+    return utcnow() - started > timedelta(seconds=deadline_seconds)
+
+
+def _finish(
+    session: Session,
+    run_id: str,
+    status: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_((QUEUED, RUNNING)))
+        .values(status=status, result=result, error=error, finished_at=utcnow())
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(exc)).strip()
+
+
+def get_run(session: Session, run_id: str) -> Run:
+    """The run with ``run_id``, or NotFound."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    return run
+
+
+def chunks_done(session: Session, run_id: str) -> int:
+    """How many chunks of the run have their partial stored."""
+    return session.scalar(
+        select(func.count())
+        .select_from(RunChunk)
+        .where(RunChunk.run_id == run_id, RunChunk.status == SUCCEEDED)
+    )
+
+
+def run_summary(session: Session, run: Run) -> dict[str, Any]:
+    """The JSON view of a run shared by the CLI and the API."""
+    return {
+        "run_id": run.id,
+        "job": run.job,
+        "status": run.status,
+        "trigger": run.trigger,
+        "schedule": run.schedule_name,
+        "scheduled_for": run.scheduled_for.isoformat() if run.scheduled_for else None,
+        "params": run.params,
+        "chunks_done": chunks_done(session, run.id),
+        "chunks_total": run.chunk_count,
+        "created_at": run.created_at.isoformat(),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "result": run.result,
+        "error": run.error,
+    }

@@ -1,0 +1,101 @@
+"""Celery tasks: thin wrappers that hand each message to the run engine."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import redis.exceptions
+import sqlalchemy.exc
+from celery import Task, shared_task
+from kombu.exceptions import OperationalError as BrokerOperationalError
+
+from batch import runs
+from batch.constants import TASK_FAIL_RUN, TASK_FINISH_RUN, TASK_RUN_CHUNK, TASK_START_RUN
+from batch.core import Core
+
+#: Errors that go away by themselves: a busy or restarting database, broker or Redis.
+TRANSIENT_ERRORS = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    BrokerOperationalError,
+)
+RETRY_POLICY: dict[str, Any] = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": 1,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+def _core(task: Task) -> Core:
+    return task.app.batch_core
+
+
+@shared_task(name=TASK_START_RUN, bind=True, ignore_result=True, **RETRY_POLICY)
+def start_run(
+    self: Task,
+    job: str,
+    params: dict[str, Any],
+    trigger: str,
+    run_id: str | None = None,
+    schedule: str | None = None,
+    scheduled_for: str | None = None,
+    overlap: str = "allow",
+    deadline_seconds: int | None = None,
+) -> None:
+    """Create or claim the run, plan it and launch its chord of chunks."""
+    fire = None
+    if schedule is not None and scheduled_for is not None:
+        fire = runs.Fire(
+            schedule=schedule,
+            scheduled_for=datetime.fromisoformat(scheduled_for),
+            overlap=overlap,
+            deadline_seconds=deadline_seconds,
+        )
+    delivery = self.request.delivery_info or {}
+    runs.start_run(
+        _core(self),
+        self.app,
+        job=job,
+        params=params,
+        trigger=trigger,
+        run_id=run_id,
+        fire=fire,
+        queue=delivery.get("routing_key"),
+        priority=delivery.get("priority"),
+    )
+
+
+@shared_task(
+    name=TASK_RUN_CHUNK, bind=True, acks_late=True, reject_on_worker_lost=True, **RETRY_POLICY
+)
+def run_chunk(
+    self: Task, run_id: str, job: str, index: int, spec: dict[str, Any], params: dict[str, Any]
+) -> bool:
+    """Process one chunk and store its partial (a repeat delivery changes nothing)."""
+    return runs.run_chunk(_core(self), run_id, job, index, spec, params)
+
+
+@shared_task(name=TASK_FINISH_RUN, bind=True, ignore_result=True, **RETRY_POLICY)
+def finish_run(self: Task, _chunk_results: list[Any], run_id: str) -> None:
+    """Chord callback: aggregate the stored partials into the run's result."""
+    core = _core(self)
+    try:
+        runs.finish_run(core, run_id)
+    except runs.MissingChunks as exc:
+        with core.transaction() as session:
+            run = runs.get_run(session, run_id)
+        if runs.finish_overdue(run, core.settings.finish_deadline_seconds):
+            runs.fail_run(core, run_id, f"gave up waiting for chunks: {exc}")
+            return
+        raise self.retry(exc=exc, countdown=1, max_retries=None) from None
+
+
+@shared_task(name=TASK_FAIL_RUN, bind=True, ignore_result=True, **RETRY_POLICY)
+def fail_run(self: Task, failed_task_id: str, run_id: str) -> None:
+    """Chord error callback: mark the run failed with the failing chunks' errors."""
+    runs.fail_run(_core(self), run_id, f"a chunk failed (task {failed_task_id})")

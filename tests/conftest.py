@@ -1,0 +1,148 @@
+"""Shared fixtures: a private redis-server, a real Celery worker and a fresh database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from sqlalchemy import delete
+
+from batch import migrate
+from batch.capacity import online_workers
+from batch.celery_app import create_celery
+from batch.constants import QUEUES
+from batch.core import Core
+from batch.models import AuditEntry, Order, Run, RunChunk, Schedule
+from batch.redis_server import PrivateRedis, start_private_redis
+from batch.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_JOB_MODULES = ("tests.jobs_for_tests",)
+WORKER_START_TIMEOUT = 60
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    server = start_private_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    database = tmp_path_factory.mktemp("db") / "batch.db"
+    return Settings(
+        redis_url=redis_server.url,
+        database_url=os.environ.get("TEST_DATABASE_URL", f"sqlite:///{database}"),
+        job_modules=TEST_JOB_MODULES,
+        finish_deadline_seconds=30,
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a subprocess read ``settings``."""
+    return {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "BROKER_URL": settings.broker_url,
+        "DATABASE_URL": settings.database_url,
+        "BATCH_JOB_MODULES": ",".join(settings.job_modules),
+        "BATCH_FINISH_DEADLINE_SECONDS": str(settings.finish_deadline_seconds),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+@pytest.fixture(scope="session")
+def migrated(settings: Settings) -> Settings:
+    migrate.upgrade(settings.database_url)
+    return settings
+
+
+@pytest.fixture
+def core(migrated: Settings) -> Iterator[Core]:
+    """A core over an empty database (every table emptied before the test)."""
+    core = Core(migrated)
+    with core.transaction() as session:
+        for model in (RunChunk, Run, AuditEntry, Schedule, Order):
+            session.execute(delete(model))
+    yield core
+    core.dispose()
+
+
+@pytest.fixture
+def celery_app(core: Core) -> Iterator[Celery]:
+    app = create_celery(core.settings, core)
+    yield app
+    app.close()
+
+
+def start_worker(
+    settings: Settings, log_path: Path, *, name: str, queues: tuple[str, ...] = QUEUES
+) -> subprocess.Popen[bytes]:
+    """Start a real ``celery worker`` subprocess and wait until it announces itself."""
+    with log_path.open("wb") as log:
+        process = _popen_worker(settings, log, name=name, queues=queues)
+    core = Core(settings)
+    deadline = time.monotonic() + WORKER_START_TIMEOUT
+    while not any(host.startswith(f"{name}@") for host in online_workers(core.redis)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"worker did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.1)
+    core.dispose()
+    return process
+
+
+def _popen_worker(
+    settings: Settings, log: Any, *, name: str, queues: tuple[str, ...]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "batch.worker", "worker",
+            "--hostname", f"{name}@%h", "--queues", ",".join(queues),
+            "--concurrency", "2", "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle",
+        ],
+        env=settings_env(settings),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown, then kill if it takes too long."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def worker(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One real worker for the session, consuming every queue; yields its log path."""
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    process = start_worker(migrated, log_path, name="test-worker")
+    yield log_path
+    stop_worker(process)
+
+
+def wait_for_run(core: Core, run_id: str, timeout: float = 60) -> Run:
+    """Poll SQL until the run reaches a finished state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with core.transaction() as session:
+            run = session.get(Run, run_id)
+            if run is not None and run.status in ("succeeded", "failed", "skipped"):
+                return run
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not finish in {timeout}s")

@@ -1,0 +1,57 @@
+"""The run engine end to end through a real worker, Redis and database."""
+
+from __future__ import annotations
+
+from celery import Celery
+from sqlalchemy import select
+
+from batch import runs
+from batch.constants import TASK_FINISH_RUN, TASK_RUN_CHUNK
+from batch.core import Core
+from batch.models import RunChunk
+from tests.conftest import wait_for_run
+
+
+def expected_sum(n: int) -> int:
+    return (n - 1) * n * (2 * n - 1) // 6
+
+
+def test_chunked_run_aggregates_exactly(core: Core, celery_app: Celery, worker) -> None:
+    run_id = runs.submit_run(core, celery_app, "tests.sum_squares", {"n": "5000"}, trigger="test")
+    run = wait_for_run(core, run_id)
+    assert run.status == "succeeded", run.error
+    assert run.result == {"sum": expected_sum(5000)}
+    # Two worker processes x chunks_per_process (4) = 8 chunks, all stored once.
+    assert run.chunk_count == 8
+    with core.transaction() as session:
+        chunks = session.scalars(select(RunChunk).where(RunChunk.run_id == run_id)).all()
+    assert [c.chunk_index for c in chunks] == list(range(8))
+    assert {c.status for c in chunks} == {"succeeded"} and {c.attempts for c in chunks} == {1}
+
+
+def test_chunk_delivered_twice_changes_nothing(core: Core, celery_app: Celery, worker) -> None:
+    run_id = runs.submit_run(core, celery_app, "tests.sum_squares", {"n": 3000}, trigger="test")
+    run = wait_for_run(core, run_id)
+    assert run.result == {"sum": expected_sum(3000)}
+    with core.transaction() as session:
+        chunk = session.get(RunChunk, (run_id, 2))
+    spec = {"first": 750, "last": 1124}
+    again = celery_app.send_task(
+        TASK_RUN_CHUNK, args=(run_id, "tests.sum_squares", 2, spec, run.params), queue="default"
+    )
+    assert again.get(timeout=30) is False
+    celery_app.send_task(TASK_FINISH_RUN, args=([], run_id), queue="default")
+    with core.transaction() as session:
+        after = session.get(RunChunk, (run_id, 2))
+    assert (after.partial, after.attempts) == (chunk.partial, chunk.attempts)
+    assert wait_for_run(core, run_id).result == {"sum": expected_sum(3000)}
+
+
+def test_failing_chunk_fails_the_run_visibly(core: Core, celery_app: Celery, worker) -> None:
+    run_id = runs.submit_run(
+        core, celery_app, "tests.sum_squares", {"n": 800, "fail_chunk": 500}, trigger="test"
+    )
+    run = wait_for_run(core, run_id)
+    assert run.status == "failed"
+    assert "chunk 5: ValueError: chunk with item 500 failed on purpose" in run.error
+    assert run.result is None
