@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
+from redbeat.schedulers import ensure_conf as ensure_redbeat_conf
 
 from batch.capacity import CapacityAnnouncer
 from batch.constants import QUEUE_DEFAULT, QUEUES, REDBEAT_KEY_PREFIX
 from batch.core import Core
 from batch.settings import Settings
+
+MAX_PRIORITY = 9
+
+
+def _queue(name: str) -> Queue:
+    # The default exchange ("") routes by queue name with no binding to look up, so
+    # routing survives a Redis FLUSHALL and works the same on RabbitMQ.
+    return Queue(
+        name,
+        Exchange(""),
+        routing_key=name,
+        queue_arguments={"x-max-priority": MAX_PRIORITY},
+    )
 
 
 def create_celery(settings: Settings, core: Core | None = None) -> Celery:
@@ -26,7 +40,7 @@ def create_celery(settings: Settings, core: Core | None = None) -> Celery:
         timezone="UTC",
         enable_utc=True,
         task_default_queue=QUEUE_DEFAULT,
-        task_queues=[Queue(name, routing_key=name) for name in QUEUES],
+        task_queues=[_queue(name) for name in QUEUES],
         task_create_missing_queues=True,
         # One message per process at a time: long chunks must not wait behind a busy sibling.
         worker_prefetch_multiplier=1,
@@ -42,8 +56,23 @@ def create_celery(settings: Settings, core: Core | None = None) -> Celery:
     )
     if settings.worker_concurrency:
         app.conf.worker_concurrency = settings.worker_concurrency
+    ensure_redbeat_conf(app)
     app.batch_core = core or Core(settings)
     app.steps["worker"].add(CapacityAnnouncer)
     import batch.tasks  # noqa: F401  (registers the shared tasks with this app)
 
     return app
+
+
+def close_celery(app: Celery) -> None:
+    """Close the connections a client-side app opened (results, RedBeat, the core)."""
+    backend = app._backend  # only the one already created, if any
+    consumer = getattr(backend, "result_consumer", None)
+    if consumer is not None:
+        consumer.stop()
+    redbeat_client = getattr(app, "redbeat_redis", None)
+    if redbeat_client is not None:
+        redbeat_client.close()
+        app.redbeat_redis = None
+    app.batch_core.dispose()
+    app.close()

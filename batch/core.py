@@ -44,11 +44,20 @@ class Core:
             yield session
 
     def dispose(self) -> None:
-        """Drop pooled connections (after a fork, or at exit); they reopen on next use."""
+        """Close pooled database and Redis connections; they reopen on next use."""
+        engine = self.__dict__.pop("engine", None)
+        self.__dict__.pop("sessions", None)
+        if engine is not None:
+            engine.dispose()
+        client = self.__dict__.pop("redis", None)
+        if client is not None:
+            client.close()
+
+    def after_fork(self) -> None:
+        """Forget connections inherited from the parent process without closing them."""
         engine = self.__dict__.pop("engine", None)
         self.__dict__.pop("sessions", None)
         if engine is not None:
             engine.dispose(close=False)
-        client = self.__dict__.pop("redis", None)
-        if client is not None:
-            client.connection_pool.reset()
+        # redis-py notices the new pid and opens fresh connections by itself.
+        self.__dict__.pop("redis", None)

@@ -73,6 +73,7 @@ def submit_run(
         TASK_START_RUN,
         kwargs={"job": job.name, "params": params, "run_id": run_id, "trigger": trigger},
         queue=job.queue,
+        ignore_result=True,
     )
     return run_id
 

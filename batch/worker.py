@@ -11,4 +11,4 @@ app = create_celery(Settings.from_env())
 @worker_process_init.connect
 def _fresh_connections_after_fork(**_kwargs: object) -> None:
     # Pooled database and Redis connections must not be shared across a fork.
-    app.batch_core.dispose()
+    app.batch_core.after_fork()

@@ -16,7 +16,7 @@ from sqlalchemy import delete
 
 from batch import migrate
 from batch.capacity import online_workers
-from batch.celery_app import create_celery
+from batch.celery_app import close_celery, create_celery
 from batch.constants import QUEUES
 from batch.core import Core
 from batch.models import AuditEntry, Order, Run, RunChunk, Schedule
@@ -80,7 +80,7 @@ def core(migrated: Settings) -> Iterator[Core]:
 def celery_app(core: Core) -> Iterator[Celery]:
     app = create_celery(core.settings, core)
     yield app
-    app.close()
+    close_celery(app)
 
 
 def start_worker(

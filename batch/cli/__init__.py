@@ -9,7 +9,7 @@ from typing import Any
 import click
 from celery import Celery
 
-from batch.celery_app import create_celery
+from batch.celery_app import close_celery, create_celery
 from batch.core import Core
 from batch.exceptions import UserError
 from batch.settings import Settings
@@ -32,6 +32,13 @@ class Context:
     def celery(self) -> Celery:
         return create_celery(self.settings, self.core)
 
+    def close(self) -> None:
+        """Close whatever connections the command opened."""
+        if "celery" in self.__dict__:
+            close_celery(self.celery)
+        elif "core" in self.__dict__:
+            self.core.dispose()
+
 
 pass_context = click.make_pass_decorator(Context, ensure=True)
 
@@ -53,8 +60,11 @@ class BatchGroup(click.Group):
 
 
 @click.group(cls=BatchGroup)
-def main() -> None:
+@click.pass_context
+def main(click_ctx: click.Context) -> None:
     """Scheduled, chunked, aggregated batch jobs."""
+    context = click_ctx.ensure_object(Context)
+    click_ctx.call_on_close(context.close)
 
 
 def _register_commands() -> None:

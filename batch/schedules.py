@@ -1,0 +1,187 @@
+"""Schedules: validated, stored in SQL with an audit trail, written through to RedBeat."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from celery import Celery
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from batch import beat
+from batch.constants import QUEUES
+from batch.core import Core
+from batch.cron import make_schedule
+from batch.db import utcnow
+from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
+from batch.models import AuditEntry, Schedule
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
+AUDITED_FIELDS = (
+    "job",
+    "params",
+    "cron",
+    "timezone",
+    "interval_seconds",
+    "enabled",
+    "overlap",
+    "queue",
+    "priority",
+    "deadline_seconds",
+    "description",
+)
+
+
+class ScheduleSpec(BaseModel):
+    """A schedule as given by a person or a program (TOML file, API, admin form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    job: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    cron: str | None = None
+    timezone: str = "UTC"
+    interval_seconds: int | None = None
+    enabled: bool = True
+    overlap: Literal["allow", "skip"] = "allow"
+    queue: Literal[QUEUES] | None = None  # type: ignore[valid-type]
+    priority: int | None = Field(default=None, ge=0, le=9)
+    deadline_seconds: int | None = Field(default=None, ge=1)
+    description: str = ""
+
+
+def validate_schedule(core: Core, data: Mapping[str, Any]) -> ScheduleSpec:
+    """Check everything about a schedule before it is stored; raises InvalidSchedule."""
+    try:
+        spec = ScheduleSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        errors = {".".join(map(str, e["loc"])) or "schedule": e["msg"] for e in exc.errors()}
+        raise InvalidSchedule(errors) from None
+    try:
+        job = core.jobs.get(spec.job)
+    except UnknownJob as exc:
+        raise InvalidSchedule({"job": str(exc)}) from None
+    try:
+        validated = job.validate_params(spec.params, now=utcnow())
+    except InvalidParams as exc:
+        raise InvalidSchedule({f"params.{k}": v for k, v in exc.errors.items()}) from None
+    make_schedule(cron=spec.cron, timezone=spec.timezone, interval_seconds=spec.interval_seconds)
+    # Keep only what was given (coerced): time-relative defaults resolve at each fire.
+    given = validated.model_dump(mode="json", include=validated.model_fields_set)
+    return spec.model_copy(update={"params": given})
+
+
+def snapshot(row: Schedule) -> dict[str, Any]:
+    """The audited fields of a schedule row, as JSON."""
+    return {field: getattr(row, field) for field in AUDITED_FIELDS}
+
+
+def _audit(session: Session, actor: str, action: str, name: str, before: Any, after: Any) -> None:
+    session.add(
+        AuditEntry(
+            actor=actor,
+            action=action,
+            object_type="schedule",
+            object_name=name,
+            before=before,
+            after=after,
+        )
+    )
+
+
+def get_schedule(session: Session, name: str) -> Schedule:
+    """The schedule called ``name``, or NotFound."""
+    row = session.get(Schedule, name)
+    if row is None:
+        raise NotFound(f"schedule {name!r} not found")
+    return row
+
+
+def save_schedule(
+    core: Core,
+    celery: Celery,
+    spec: ScheduleSpec,
+    *,
+    actor: str,
+    mode: Literal["create", "update", "upsert"] = "upsert",
+) -> Schedule:
+    """Store a validated schedule, audit the change and write it through to RedBeat."""
+    values = spec.model_dump(exclude={"name"})
+    with core.transaction() as session:
+        row = session.get(Schedule, spec.name)
+        if row is not None and mode == "create":
+            raise Conflict(f"schedule {spec.name!r} already exists")
+        if row is None and mode == "update":
+            raise NotFound(f"schedule {spec.name!r} not found")
+        before = snapshot(row) if row is not None else None
+        if row is None:
+            row = Schedule(name=spec.name, **values)
+            session.add(row)
+        else:
+            for field, value in values.items():
+                setattr(row, field, value)
+            row.updated_at = utcnow()
+        after = snapshot(row)
+        if before != after:
+            action = "create" if before is None else "update"
+            _audit(session, actor, action, spec.name, before, after)
+        session.flush()
+        beat.write_entry(celery, row)
+    return row
+
+
+def set_enabled(core: Core, celery: Celery, name: str, enabled: bool, *, actor: str) -> Schedule:
+    """Enable or disable a schedule (disabled ones are removed from RedBeat)."""
+    with core.transaction() as session:
+        row = get_schedule(session, name)
+        if row.enabled != enabled:
+            before = snapshot(row)
+            row.enabled, row.updated_at = enabled, utcnow()
+            _audit(session, actor, "enable" if enabled else "disable", name, before, snapshot(row))
+        beat.write_entry(celery, row)
+    return row
+
+
+def remove_schedule(core: Core, celery: Celery, name: str, *, actor: str) -> None:
+    """Delete a schedule from SQL and RedBeat."""
+    with core.transaction() as session:
+        row = get_schedule(session, name)
+        _audit(session, actor, "delete", name, snapshot(row), None)
+        session.delete(row)
+        beat.delete_entry(celery, name)
+
+
+def list_schedules(session: Session) -> list[Schedule]:
+    """All schedules by name."""
+    return list(session.scalars(select(Schedule).order_by(Schedule.name)))
+
+
+def load_schedule_files(core: Core, path: Path) -> list[ScheduleSpec]:
+    """Parse and validate ``path`` (a .toml file or a folder of them); all or nothing."""
+    if not path.exists():
+        raise InvalidSchedule({"path": f"{path} does not exist"})
+    files = sorted(path.glob("*.toml")) if path.is_dir() else [path]
+    specs = []
+    for file in files:
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidSchedule({str(file): f"not valid TOML: {exc}"}) from None
+        data.setdefault("name", file.stem)
+        try:
+            specs.append(validate_schedule(core, data))
+        except InvalidSchedule as exc:
+            raise InvalidSchedule({f"{file.name}: {k}": v for k, v in exc.errors.items()}) from None
+    return specs
+
+
+def import_schedules(core: Core, celery: Celery, path: Path, *, actor: str) -> list[Schedule]:
+    """Create or update every schedule in ``path`` after validating all of them."""
+    return [
+        save_schedule(core, celery, spec, actor=actor) for spec in load_schedule_files(core, path)
+    ]
