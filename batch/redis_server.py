@@ -74,6 +74,7 @@ def start_private_redis(directory: Path, port: int | None = None) -> PrivateRedi
     """Start redis-server on 127.0.0.1 (a free port by default), keeping nothing on disk."""
     binary = redis_server_binary()
     port = port or free_port()
+    directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [
@@ -86,6 +87,8 @@ def start_private_redis(directory: Path, port: int | None = None) -> PrivateRedi
             "--logfile", str(directory / "redis.log"),
         ],
         stdout=subprocess.DEVNULL,
+        # Its own session: a Ctrl-C meant for the processes using it must not stop it first.
+        start_new_session=True,
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10

@@ -69,12 +69,17 @@ def submit_run(
     run_id = str(uuid.uuid4())
     with core.transaction() as session:
         session.add(Run(id=run_id, job=job.name, params=params, trigger=trigger, queue=job.queue))
-    celery.send_task(
-        TASK_START_RUN,
-        kwargs={"job": job.name, "params": params, "run_id": run_id, "trigger": trigger},
-        queue=job.queue,
-        ignore_result=True,
-    )
+    try:
+        celery.send_task(
+            TASK_START_RUN,
+            kwargs={"job": job.name, "params": params, "run_id": run_id, "trigger": trigger},
+            queue=job.queue,
+            ignore_result=True,
+        )
+    except Exception as exc:
+        with core.transaction() as session:
+            _finish(session, run_id, FAILED, error=f"could not queue: {_describe(exc)}")
+        raise
     return run_id
 
 

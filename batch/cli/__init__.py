@@ -7,6 +7,9 @@ from functools import cached_property
 from typing import Any
 
 import click
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
 from celery import Celery
 
 from batch.celery_app import close_celery, create_celery
@@ -15,6 +18,7 @@ from batch.exceptions import UserError
 from batch.settings import Settings
 
 USER_ERROR_EXIT = 2
+SERVICE_ERROR_EXIT = 1
 
 
 class Context:
@@ -57,6 +61,13 @@ class BatchGroup(click.Group):
             return super().invoke(ctx)
         except UserError as exc:
             fail(str(exc))
+        except sqlalchemy.exc.OperationalError as exc:
+            hint = " (run: batch db upgrade)" if "no such table" in str(exc.orig) else ""
+            click.echo(f"error: database: {exc.orig}{hint}", err=True)
+            sys.exit(SERVICE_ERROR_EXIT)
+        except (redis.exceptions.ConnectionError, kombu.exceptions.OperationalError) as exc:
+            click.echo(f"error: cannot reach Redis or the broker: {exc}", err=True)
+            sys.exit(SERVICE_ERROR_EXIT)
 
 
 @click.group(cls=BatchGroup)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from batch import demo, migrate
+from batch import demo, dev, migrate
 from batch.cli import Context, pass_context
 
 
@@ -39,4 +39,17 @@ def demo_seed(ctx: Context, orders: int, seed: int) -> None:
     click.echo(f"seeded {written} orders")
 
 
-COMMANDS = [db_group, demo_group]
+@click.command("dev")
+@click.option("--orders", default=200_000, show_default=True, help="Demo orders if none exist.")
+@click.option("--port", default=5000, show_default=True, help="Port of the web process.")
+@pass_context
+def dev_command(ctx: Context, orders: int, port: int) -> None:
+    """Migrate, seed, import schedules/, then run web + beat + worker (the Procfile)."""
+
+    def say(message: str) -> None:
+        click.echo(f"batch dev: {message}", err=True)
+
+    raise SystemExit(dev.run(ctx.settings, orders=orders, port=port, say=say))
+
+
+COMMANDS = [db_group, demo_group, dev_command]

@@ -1,0 +1,98 @@
+"""``batch dev``: everything ``make run`` does after installing, then the Procfile."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from batch import demo, migrate, redis_server
+from batch.celery_app import close_celery, create_celery
+from batch.core import Core
+from batch.models import Order
+from batch.schedules import import_schedules
+from batch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PRIVATE_REDIS_DIR = Path("instance") / "redis"
+
+
+def ensure_redis(
+    settings: Settings, say: Callable[[str], None]
+) -> redis_server.PrivateRedis | None:
+    """Start a private redis-server when ``settings.redis_url`` does not answer."""
+    if redis_server.is_reachable(settings.redis_url):
+        say(f"using Redis at {settings.redis_url}")
+        return None
+    server = redis_server.start_private_redis(PRIVATE_REDIS_DIR)
+    say(
+        f"Redis at {settings.redis_url} is not reachable: started a private redis-server "
+        f"({server.binary}) at {server.url}"
+    )
+    return server
+
+
+def prepare(settings: Settings, *, orders: int, say: Callable[[str], None]) -> None:
+    """Migrate, seed demo orders if there are none, and import ``schedules/``."""
+    migrate.upgrade(settings.database_url)
+    core = Core(settings)
+    celery = create_celery(settings, core)
+    try:
+        with core.transaction() as session:
+            existing = session.scalar(select(func.count()).select_from(Order))
+        if existing == 0 and orders:
+            say(f"seeding {orders} demo orders")
+            demo.seed_orders(core.engine, orders)
+        schedules_dir = Path("schedules")
+        if schedules_dir.is_dir():
+            rows = import_schedules(core, celery, schedules_dir, actor="batch dev")
+            say(f"imported {len(rows)} schedule(s) from {schedules_dir}/")
+    finally:
+        close_celery(celery)
+
+
+def _run_until_stopped(command: list[str], env: dict[str, str]) -> int:
+    # honcho stops its processes on SIGINT/SIGTERM; pass ours on and wait for it, so the
+    # private Redis outlives the worker and beat that use it.
+    process = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, _frame: object) -> None:
+        process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run(settings: Settings, *, orders: int, port: int, say: Callable[[str], None]) -> int:
+    """Prepare, then run the Procfile with honcho until interrupted; returns its exit code."""
+    server = ensure_redis(settings, say)
+    if server is not None:
+        settings = replace(settings, redis_url=server.url)
+    try:
+        prepare(settings, orders=orders, say=say)
+        env = {
+            **os.environ,
+            "REDIS_URL": settings.redis_url,
+            "DATABASE_URL": settings.database_url,
+            # The Procfile's commands live beside this interpreter (the virtualenv's bin/).
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+        }
+        say(f"starting web, beat and worker: open http://127.0.0.1:{port}/healthz")
+        command = [sys.executable, "-m", "honcho", "start", "--port", str(port)]
+        return _run_until_stopped(command, env)
+    finally:
+        if server is not None:
+            server.stop()
+            say("stopped the private redis-server")
