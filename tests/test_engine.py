@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from celery import Celery
 from sqlalchemy import select
 
 from batch import runs
-from batch.constants import TASK_FINISH_RUN, TASK_RUN_CHUNK
+from batch.constants import TASK_FINISH_RUN, TASK_RUN_CHUNK, TASK_START_RUN
 from batch.core import Core
-from batch.models import RunChunk
+from batch.models import Run, RunChunk
 from tests.conftest import wait_for_run
 
 
@@ -55,3 +58,25 @@ def test_failing_chunk_fails_the_run_visibly(core: Core, celery_app: Celery, wor
     assert run.status == "failed"
     assert "chunk 5: ValueError: chunk with item 500 failed on purpose" in run.error
     assert run.result is None
+
+
+def test_start_run_delivered_twice_plans_once(core: Core, celery_app: Celery, worker: Path) -> None:
+    run_id = runs.submit_run(core, celery_app, "tests.sum_squares", {"n": 2000}, trigger="test")
+    with core.transaction() as session:
+        params = session.get(Run, run_id).params
+    celery_app.send_task(
+        TASK_START_RUN,
+        kwargs={"job": "tests.sum_squares", "params": params, "run_id": run_id, "trigger": "test"},
+        queue="default",
+        ignore_result=True,
+    )
+    run = wait_for_run(core, run_id)
+    assert run.result == {"sum": expected_sum(2000)}
+    ignored = f"run {run_id} already started: duplicate delivery ignored"
+    deadline = time.monotonic() + 10
+    while ignored not in worker.read_text():
+        assert time.monotonic() < deadline, "the second start_run was not ignored"
+        time.sleep(0.1)
+    with core.transaction() as session:
+        attempts = session.scalars(select(RunChunk.attempts).where(RunChunk.run_id == run_id)).all()
+    assert attempts == [1] * 8
