@@ -53,6 +53,8 @@ def create_celery(settings: Settings, core: Core | None = None) -> Celery:
         redbeat_key_prefix=REDBEAT_KEY_PREFIX,
         redbeat_redis_options={},
         beat_max_loop_interval=5,
+        # Extra job modules load at worker start, with any Celery tasks they define.
+        imports=list(settings.job_modules),
     )
     if settings.worker_concurrency:
         app.conf.worker_concurrency = settings.worker_concurrency

@@ -30,6 +30,16 @@ class Core:
         return make_sessionmaker(self.engine)
 
     @cached_property
+    def read_engine(self) -> Engine:
+        if self.engine.dialect.name != "sqlite":
+            return self.engine
+        return make_engine(self.settings.database_url, for_writing=False)
+
+    @cached_property
+    def read_sessions(self) -> sessionmaker[Session]:
+        return make_sessionmaker(self.read_engine)
+
+    @cached_property
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
 
@@ -39,25 +49,32 @@ class Core:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on error."""
+        """A writing session: commits on success, rolls back on error."""
         with self.sessions.begin() as session:
             yield session
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only; on SQLite it never waits for or blocks a writer."""
+        with self.read_sessions.begin() as session:
+            yield session
+
+    def _drop_engines(self, *, close: bool) -> None:
+        for name in ("sessions", "read_sessions"):
+            self.__dict__.pop(name, None)
+        engines = {self.__dict__.pop(name, None) for name in ("engine", "read_engine")}
+        for engine in engines - {None}:
+            engine.dispose(close=close)
+
     def dispose(self) -> None:
         """Close pooled database and Redis connections; they reopen on next use."""
-        engine = self.__dict__.pop("engine", None)
-        self.__dict__.pop("sessions", None)
-        if engine is not None:
-            engine.dispose()
+        self._drop_engines(close=True)
         client = self.__dict__.pop("redis", None)
         if client is not None:
             client.close()
 
     def after_fork(self) -> None:
         """Forget connections inherited from the parent process without closing them."""
-        engine = self.__dict__.pop("engine", None)
-        self.__dict__.pop("sessions", None)
-        if engine is not None:
-            engine.dispose(close=False)
+        self._drop_engines(close=False)
         # redis-py notices the new pid and opens fresh connections by itself.
         self.__dict__.pop("redis", None)

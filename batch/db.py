@@ -38,8 +38,7 @@ def utcnow() -> datetime:
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the one writer; NORMAL sync is durable in WAL mode
-    # except for the last commits on power loss, and busy_timeout queues writers
-    # instead of failing with "database is locked".
+    # except for the last commits on power loss, and busy_timeout queues writers.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -54,8 +53,16 @@ def _begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(database_url: str) -> Engine:
-    """Create the SQLAlchemy engine for ``database_url`` (SQLite gets WAL and a busy timeout)."""
+def _begin_deferred(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def make_engine(database_url: str, *, for_writing: bool = True) -> Engine:
+    """Create the SQLAlchemy engine for ``database_url``.
+
+    SQLite gets WAL and a busy timeout; its writing engine takes the write lock at BEGIN,
+    its reading engine (``for_writing=False``) never does, so reads run beside writes.
+    """
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
@@ -69,7 +76,7 @@ def make_engine(database_url: str) -> Engine:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is too late).
         dbapi_connection.isolation_level = None
 
-    event.listen(engine, "begin", _begin_immediate)
+    event.listen(engine, "begin", _begin_immediate if for_writing else _begin_deferred)
     return engine
 
 

@@ -49,12 +49,11 @@ def scheduled_run_id(schedule: str, scheduled_for: datetime) -> str:
     return str(uuid.uuid5(RUN_ID_NAMESPACE, f"{schedule}@{scheduled_for.isoformat()}"))
 
 
-def _insert_ignoring_duplicates(session: Session, model: type, values: dict[str, Any]) -> bool:
-    """INSERT a row unless its key exists; True when this call inserted it."""
+def _insert_ignoring_duplicates(session: Session, model: type, values: dict[str, Any]) -> None:
+    """INSERT a row unless a row with the same key already exists."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = session.execute(insert(model).values(**values).on_conflict_do_nothing())
-    return result.rowcount == 1
+    session.execute(insert(model).values(**values).on_conflict_do_nothing())
 
 
 def submit_run(
@@ -214,6 +213,29 @@ def run_chunk(
 ) -> bool:
     """Compute and store one chunk's partial; False when it was already stored."""
     job_obj = core.jobs.get(job)
+    if not _mark_running(core, run_id, index):
+        return False
+    validated = job_obj.validate_params(params, now=utcnow())
+    try:
+        if job_obj.writes:
+            with core.transaction() as session:
+                if _chunk_stored(session, run_id, index):
+                    return False
+                partial = job_obj.process(spec, validated, db=session)
+                _store_partial(session, run_id, index, partial)
+        else:
+            with core.reading() as session:
+                partial = job_obj.process(spec, validated, db=session)
+            with core.transaction() as session:
+                _store_partial(session, run_id, index, partial)
+    except Exception as exc:
+        _record_chunk_error(core, run_id, index, exc)
+        raise
+    return True
+
+
+def _mark_running(core: Core, run_id: str, index: int) -> bool:
+    """Count an attempt; False when the chunk's partial is already stored."""
     with core.transaction() as session:
         stored = session.get(RunChunk, (run_id, index))
         if stored is not None and stored.status == SUCCEEDED:
@@ -222,24 +244,44 @@ def run_chunk(
             stored = RunChunk(run_id=run_id, chunk_index=index, status=RUNNING, attempts=0)
             session.add(stored)
         stored.status, stored.attempts, stored.started_at = RUNNING, stored.attempts + 1, utcnow()
-    validated = job_obj.validate_params(params, now=utcnow())
+    return True
+
+
+def _chunk_stored(session: Session, run_id: str, index: int) -> bool:
+    # FOR UPDATE makes a concurrent duplicate wait here on PostgreSQL; SQLite's
+    # writing transactions are already serialized.
+    status = session.scalar(
+        select(RunChunk.status)
+        .where(RunChunk.run_id == run_id, RunChunk.chunk_index == index)
+        .with_for_update()
+    )
+    return status == SUCCEEDED
+
+
+def _store_partial(session: Session, run_id: str, index: int, partial: Partial) -> None:
+    # The first stored partial wins: a duplicate that computed the same chunk changes nothing.
+    session.execute(
+        update(RunChunk)
+        .where(
+            RunChunk.run_id == run_id,
+            RunChunk.chunk_index == index,
+            RunChunk.status != SUCCEEDED,
+        )
+        .values(status=SUCCEEDED, partial=partial, error=None, finished_at=utcnow())
+    )
+
+
+def _record_chunk_error(core: Core, run_id: str, index: int, exc: Exception) -> None:
+    # Best effort: when the database itself is the failure, the retry will record it.
     try:
-        with core.transaction() as session:
-            partial = job_obj.process(spec, validated, db=session)
-            session.execute(
-                update(RunChunk)
-                .where(RunChunk.run_id == run_id, RunChunk.chunk_index == index)
-                .values(status=SUCCEEDED, partial=partial, error=None, finished_at=utcnow())
-            )
-    except Exception as exc:
         with core.transaction() as session:
             session.execute(
                 update(RunChunk)
                 .where(RunChunk.run_id == run_id, RunChunk.chunk_index == index)
                 .values(status=FAILED, error=_describe(exc), finished_at=utcnow())
             )
-        raise
-    return True
+    except Exception:
+        log.exception("could not record the error of chunk %s of run %s", index, run_id)
 
 
 def finish_run(core: Core, run_id: str) -> None:

@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from celery import Celery
 from sqlalchemy import delete
 
 from batch import migrate
-from batch.capacity import online_workers
 from batch.celery_app import close_celery, create_celery
-from batch.constants import QUEUES
 from batch.core import Core
 from batch.models import AuditEntry, Order, Run, RunChunk, Schedule
+from batch.processes import start_worker, stop_process
 from batch.redis_server import PrivateRedis, start_private_redis
 from batch.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_JOB_MODULES = ("tests.jobs_for_tests",)
-WORKER_START_TIMEOUT = 60
 
 
 @pytest.fixture(scope="session")
@@ -83,57 +78,15 @@ def celery_app(core: Core) -> Iterator[Celery]:
     close_celery(app)
 
 
-def start_worker(
-    settings: Settings, log_path: Path, *, name: str, queues: tuple[str, ...] = QUEUES
-) -> subprocess.Popen[bytes]:
-    """Start a real ``celery worker`` subprocess and wait until it announces itself."""
-    with log_path.open("wb") as log:
-        process = _popen_worker(settings, log, name=name, queues=queues)
-    core = Core(settings)
-    deadline = time.monotonic() + WORKER_START_TIMEOUT
-    while not any(host.startswith(f"{name}@") for host in online_workers(core.redis)):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"worker did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.1)
-    core.dispose()
-    return process
-
-
-def _popen_worker(
-    settings: Settings, log: Any, *, name: str, queues: tuple[str, ...]
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable, "-m", "celery", "-A", "batch.worker", "worker",
-            "--hostname", f"{name}@%h", "--queues", ",".join(queues),
-            "--concurrency", "2", "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle",
-        ],
-        env=settings_env(settings),
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-
-
-def stop_worker(process: subprocess.Popen[bytes]) -> None:
-    """Warm shutdown, then kill if it takes too long."""
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="session")
 def worker(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One real worker for the session, consuming every queue; yields its log path."""
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    process = start_worker(migrated, log_path, name="test-worker")
+    process = start_worker(
+        settings_env(migrated), log_path, name="test-worker", redis_url=migrated.redis_url, cwd=ROOT
+    )
     yield log_path
-    stop_worker(process)
+    stop_process(process)
 
 
 def wait_for_run(core: Core, run_id: str, timeout: float = 60) -> Run:

@@ -74,7 +74,7 @@ def wait_for_run(ctx: Context, run_id: str) -> dict[str, Any]:
     """Poll the run until it finishes, drawing chunks done/total on stderr."""
     shown = None
     while True:
-        with ctx.core.transaction() as session:
+        with ctx.core.reading() as session:
             summary = runs.run_summary(session, runs.get_run(session, run_id))
         progress = (summary["chunks_done"], summary["chunks_total"])
         if progress != shown and summary["chunks_total"]:
@@ -111,7 +111,7 @@ def runs_list(ctx: Context, job: str | None, limit: int) -> None:
     if job:
         ctx.core.jobs.get(job)
         query = query.where(Run.job == job)
-    with ctx.core.transaction() as session:
+    with ctx.core.reading() as session:
         for run in session.scalars(query):
             duration = (
                 f"{(run.finished_at - run.started_at).total_seconds():.2f}s"
@@ -130,7 +130,7 @@ def runs_list(ctx: Context, job: str | None, limit: int) -> None:
 @pass_context
 def runs_show(ctx: Context, run_id: str, as_json: bool) -> None:
     """Status, progress and result of one run."""
-    with ctx.core.transaction() as session:
+    with ctx.core.reading() as session:
         summary = runs.run_summary(session, runs.get_run(session, run_id))
     if as_json:
         click.echo(json.dumps(summary))

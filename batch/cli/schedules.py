@@ -26,7 +26,7 @@ def schedules_group() -> None:
 @pass_context
 def schedules_list(ctx: Context) -> None:
     """Every schedule with its job, timing and state."""
-    with ctx.core.transaction() as session:
+    with ctx.core.reading() as session:
         rows = schedules.list_schedules(session)
     for row in rows:
         timing = (

@@ -42,6 +42,9 @@ class Job:
     max_retries: ClassVar[int] = 5
     #: Fewer items than this in a chunk cost more in messages than they gain in parallelism.
     min_chunk_items: ClassVar[int] = 1
+    #: True when ``process`` writes: it then runs in the transaction that stores its
+    #: partial, under a lock on the chunk row, so a repeat delivery writes nothing twice.
+    writes: ClassVar[bool] = False
 
     def validate_params(self, raw: Mapping[str, Any], *, now: datetime) -> Params:
         """Validate ``raw`` against the schema; ``now`` resolves time-relative defaults."""
@@ -55,7 +58,7 @@ class Job:
         raise NotImplementedError
 
     def process(self, spec: Spec, params: Any, *, db: Session) -> Partial:
-        """Compute one chunk's JSON partial; runs in the transaction that stores it."""
+        """Compute one chunk's JSON partial (in a read-only session unless ``writes``)."""
         raise NotImplementedError
 
     def reduce(self, partials: list[Partial]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ class PurgeRuns(Job):
     description = "Delete finished runs older than N days, with their chunks and results."
     queue = QUEUE_CLEANUPS
     params_model = PurgeRunsParams
-    min_chunk_items = 1
+    writes = True
 
     def plan(self, params: PurgeRunsParams, *, chunks: int, db: Session) -> list[Spec]:
         cutoff = utcnow() - timedelta(days=params.older_than_days)

@@ -1,0 +1,62 @@
+"""Start a real ``celery worker`` subprocess and wait until it is ready (tests, benchmarks)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import redis
+
+from batch.capacity import online_workers
+from batch.constants import QUEUES
+
+
+def start_worker(
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    name: str,
+    redis_url: str,
+    queues: tuple[str, ...] = QUEUES,
+    concurrency: int = 2,
+    cwd: Path | None = None,
+    timeout: float = 60,
+) -> subprocess.Popen[bytes]:
+    """Start ``celery -A batch.worker worker`` and wait until it announces its capacity."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "batch.worker", "worker",
+                "--hostname", f"{name}@%h", "--queues", ",".join(queues),
+                "--concurrency", str(concurrency), "--loglevel", "INFO",
+                "--without-gossip", "--without-mingle",
+            ],
+            env=dict(env),
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not any(host.startswith(f"{name}@") for host in online_workers(client)):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"worker did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+    finally:
+        client.close()
+    return process
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Ask a process to stop (SIGTERM), kill it if it takes longer than ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -1,0 +1,175 @@
+"""Engine throughput against multiprocessing.Pool(2), and the fixed cost of a tiny run.
+
+Usage: python bench/throughput.py [--items 100000,1000000] [--repeat 3] [--tiny-runs 200]
+                                  [--redis-url URL] [--broker-url URL] [--database-url URL]
+
+Both sides run in the same run on the same machine: a warm Pool(2) summing 8 ranges (its
+best case: no per-item messages) and a warm worker with 2 processes, the engine choosing
+its own chunking. The last line is
+``engine/pool ratio: X`` for the largest N (throughput of the engine over the pool's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from celery import chord  # noqa: E402
+
+from batch import migrate, runs  # noqa: E402
+from batch.celery_app import close_celery, create_celery  # noqa: E402
+from batch.core import Core  # noqa: E402
+from batch.db import utcnow  # noqa: E402
+from batch.jobs import split_range  # noqa: E402
+from batch.models import FINISHED_STATES, Run  # noqa: E402
+from batch.processes import start_worker, stop_process  # noqa: E402
+from batch.redis_server import is_reachable, start_private_redis  # noqa: E402
+from batch.settings import Settings  # noqa: E402
+from bench.synthetic_job import work, work_range  # noqa: E402
+
+JOB = "bench.cpu_sum"
+POOL_CHUNKS = 8
+
+
+def wait_finished(core: Core, run_id: str, poll: float) -> Run:
+    while True:
+        with core.transaction() as session:
+            run = session.get(Run, run_id)
+            if run is not None and run.status in FINISHED_STATES:
+                if run.status != "succeeded":
+                    raise RuntimeError(f"run {run_id} {run.status}: {run.error}")
+                return run
+        time.sleep(poll)
+
+
+def engine_seconds(core: Core, celery, items: int, poll: float) -> tuple[float, int, int]:
+    """Seconds from submit to the aggregate stored, the result, and the chunk count."""
+    started: datetime = utcnow()
+    run_id = runs.submit_run(core, celery, JOB, {"items": items}, trigger="bench")
+    run = wait_finished(core, run_id, poll)
+    return (run.finished_at - started).total_seconds(), run.result["sum"], run.chunk_count
+
+
+def pool_seconds(pool, items: int) -> tuple[float, int]:
+    """The strongest plain-Pool baseline: 8 range sums (2 processes x 4), no per-item IPC."""
+    ranges = split_range(0, items - 1, POOL_CHUNKS)
+    started = time.perf_counter()
+    total = sum(pool.map(work_range, ranges, chunksize=1))
+    return time.perf_counter() - started, total
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def throughput(core: Core, celery, pool, sizes: list[int], repeat: int) -> float:
+    ratio = 0.0
+    for items in sizes:
+        pool_times, engine_times = [], []
+        for _ in range(repeat):
+            seconds, pool_total = pool_seconds(pool, items)
+            pool_times.append(seconds)
+            seconds, engine_total, chunks = engine_seconds(core, celery, items, poll=0.02)
+            engine_times.append(seconds)
+            if engine_total != pool_total:
+                raise AssertionError(f"engine sum {engine_total} != pool sum {pool_total}")
+        pool_median, engine_median = statistics.median(pool_times), statistics.median(engine_times)
+        ratio = pool_median / engine_median
+        print(
+            f"N={items:>9,}: pool {pool_median:7.3f}s  engine {engine_median:7.3f}s "
+            f"({chunks} chunks, median of {repeat})  engine/pool ratio (N={items}): {ratio:.3f}",
+            flush=True,
+        )
+    return ratio
+
+
+def tiny_runs(core: Core, celery, count: int) -> None:
+    engine, plain = [], []
+    for _ in range(count):
+        seconds, _, _ = engine_seconds(core, celery, 1, poll=0.001)
+        engine.append(seconds)
+        started = time.perf_counter()
+        header = [celery.signature("bench.plain_item", args=(item,)) for item in (1, 2)]
+        chord(header, app=celery)(celery.signature("bench.plain_total")).get(timeout=30)
+        plain.append(time.perf_counter() - started)
+    for name, values in (("plain chord (2 tasks)", plain), ("engine tiny run", engine)):
+        print(
+            f"{name:<22} p50 {percentile(values, 0.5) * 1000:7.1f} ms  "
+            f"p99 {percentile(values, 0.99) * 1000:7.1f} ms  (n={count})"
+        )
+    p50_ratio = percentile(engine, 0.5) / percentile(plain, 0.5)
+    p99_ratio = percentile(engine, 0.99) / percentile(plain, 0.99)
+    print(f"tiny run / plain chord: p50 {p50_ratio:.2f}x  p99 {p99_ratio:.2f}x", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--items", default="100000,1000000")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--tiny-runs", type=int, default=200)
+    parser.add_argument("--redis-url", default="")
+    parser.add_argument("--broker-url", default="")
+    parser.add_argument("--database-url", default="")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.items.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="batch-bench-") as tmp:
+        workdir = Path(tmp)
+        server = None
+        redis_url = args.redis_url
+        if not redis_url or not is_reachable(redis_url):
+            server = start_private_redis(workdir / "redis")
+            redis_url = server.url
+        settings = Settings(
+            redis_url=redis_url,
+            broker_url=args.broker_url,
+            database_url=args.database_url or f"sqlite:///{workdir / 'bench.db'}",
+            job_modules=("bench.synthetic_job",),
+        )
+        migrate.upgrade(settings.database_url)
+        env = {
+            **os.environ,
+            "REDIS_URL": settings.redis_url,
+            "BROKER_URL": settings.broker_url,
+            "DATABASE_URL": settings.database_url,
+            "BATCH_JOB_MODULES": ",".join(settings.job_modules),
+            "PYTHONPATH": str(ROOT),
+        }
+        worker = start_worker(
+            env, workdir / "worker.log", name="bench", redis_url=redis_url, concurrency=2, cwd=ROOT
+        )
+        core = Core(settings)
+        celery = create_celery(settings, core)
+        print(
+            f"broker {settings.effective_broker_url.split('@')[-1]}  "
+            f"database {core.engine.dialect.name}  cores {os.cpu_count()}",
+            flush=True,
+        )
+        try:
+            with multiprocessing.Pool(2) as pool:
+                pool.map(work, range(1000))  # warm
+                engine_seconds(core, celery, 1000, poll=0.01)  # warm
+                if args.tiny_runs:
+                    tiny_runs(core, celery, args.tiny_runs)
+                ratio = throughput(core, celery, pool, sizes, args.repeat)
+        finally:
+            close_celery(celery)
+            stop_process(worker)
+            if server is not None:
+                server.stop()
+        print(f"engine/pool ratio: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
