@@ -16,9 +16,10 @@ from celery import Celery
 from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
 from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, get_redis
 from redis.exceptions import LockNotOwnedError
+from redis.lock import Lock
 from sqlalchemy import func, select
 
-from batch.constants import RECONCILE_LOCK_KEY, TASK_START_RUN
+from batch.constants import SCHEDULE_LOCK_KEY, TASK_START_RUN
 from batch.core import Core
 from batch.cron import CronSchedule, FireTimes, IntervalSchedule, make_schedule
 from batch.db import utcnow
@@ -27,6 +28,7 @@ from batch.models import Run, Schedule
 
 log = logging.getLogger(__name__)
 
+SCHEDULE_LOCK_SECONDS = 120
 CRON_TYPE = "batch.cron"
 INTERVAL_TYPE = "batch.interval"
 
@@ -132,6 +134,17 @@ def delete_entry(celery: Celery, name: str) -> None:
     BatchEntry(name=name, app=celery).delete()
 
 
+def schedule_lock(celery: Celery) -> Lock:
+    """The lock held while SQL schedules and RedBeat entries are changed together.
+
+    Edits hold it across their SQL commit and Redis write, and reconcile across its SQL
+    read and Redis writes, so reconcile never works from a snapshot older than an edit.
+    """
+    return get_redis(celery).lock(
+        SCHEDULE_LOCK_KEY, timeout=SCHEDULE_LOCK_SECONDS, blocking_timeout=SCHEDULE_LOCK_SECONDS
+    )
+
+
 def reconcile(core: Core, celery: Celery) -> dict[str, int]:
     """Make the RedBeat entries match the enabled SQL schedules; returns counts.
 
@@ -139,8 +152,7 @@ def reconcile(core: Core, celery: Celery) -> dict[str, int]:
     in SQL, so it neither fires at once nor skips its next fire.
     """
     client = get_redis(celery)
-    lock = client.lock(RECONCILE_LOCK_KEY, timeout=120, blocking_timeout=120)
-    with lock:
+    with schedule_lock(celery):
         with core.transaction() as session:
             rows = session.scalars(select(Schedule).where(Schedule.enabled)).all()
             last_fires = dict(

@@ -14,4 +14,4 @@ TASK_FAIL_RUN = "batch.fail_run"
 # Every Redis key we own starts with one of these.
 REDBEAT_KEY_PREFIX = "batch:redbeat:"
 WORKER_CAPACITY_KEY_PREFIX = "batch:workers:"
-RECONCILE_LOCK_KEY = "batch:reconcile-lock"
+SCHEDULE_LOCK_KEY = "batch:schedule-lock"

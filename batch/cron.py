@@ -48,7 +48,12 @@ class FireTimes(BaseSchedule):
 
 
 class CronSchedule(FireTimes):
-    """A five-field cron line evaluated in an IANA timezone (DST handled by croniter)."""
+    """A five-field cron line evaluated in an IANA timezone.
+
+    Across clock changes it behaves like cron: a time skipped in spring fires at the first
+    valid minute after it, and a fixed-hour time in the repeated autumn hour fires once
+    (lines whose hour field is a wildcard, like ``*/30 * * * *``, fire in both passes).
+    """
 
     def __init__(self, cron: str, timezone: str = "UTC") -> None:
         super().__init__()
@@ -57,14 +62,18 @@ class CronSchedule(FireTimes):
         self.zone = parse_timezone(timezone)
         if len(self.cron.split()) != 5:
             raise InvalidSchedule({"cron": f"expected 5 fields, got {cron!r}"})
+        self._fixed_hours = not self.cron.split()[1].startswith("*")
         try:
             croniter(self.cron, datetime.now(self.zone)).get_next(datetime)
         except (CroniterBadCronError, CroniterBadDateError, ValueError, KeyError) as exc:
             raise InvalidSchedule({"cron": f"bad cron line {cron!r}: {exc}"}) from None
 
     def next_after(self, moment: datetime) -> datetime:
-        local = moment.astimezone(self.zone)
-        return croniter(self.cron, local).get_next(datetime).astimezone(UTC)
+        times = croniter(self.cron, moment.astimezone(self.zone))
+        while True:
+            local = times.get_next(datetime)
+            if not (local.fold and self._fixed_hours):
+                return local.astimezone(UTC)
 
     def latest_due(self, last: datetime | None, now: datetime) -> datetime:
         previous = croniter(self.cron, now.astimezone(self.zone)).get_prev(datetime)

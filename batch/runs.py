@@ -141,7 +141,15 @@ def start_run(
         if not specs:
             _finish(session, run_id, SUCCEEDED, result=job_obj.reduce([]))
             return run_id
-    _launch(celery, job_obj, run_id, specs, resolved, queue=queue, priority=priority)
+    try:
+        _launch(celery, job_obj, run_id, specs, resolved, queue=queue, priority=priority)
+    except Exception:
+        # Hand the claim back so the retry of this message can plan and launch again.
+        with core.transaction() as session:
+            session.execute(
+                update(Run).where(Run.id == run_id, Run.status == RUNNING).values(status=QUEUED)
+            )
+        raise
     return run_id
 
 
@@ -306,15 +314,20 @@ def finish_run(core: Core, run_id: str) -> None:
 
 
 def fail_run(core: Core, run_id: str, error: str) -> None:
-    """Mark an unfinished run failed with ``error`` (naming the failed chunks if any)."""
+    """Mark an unfinished run failed with ``error``, naming its unfinished chunks if any."""
     with core.transaction() as session:
-        failed = session.execute(
-            select(RunChunk.chunk_index, RunChunk.error)
-            .where(RunChunk.run_id == run_id, RunChunk.status == FAILED)
+        unfinished = session.execute(
+            select(RunChunk.chunk_index, RunChunk.status, RunChunk.error)
+            .where(RunChunk.run_id == run_id, RunChunk.status.in_((FAILED, RUNNING)))
             .order_by(RunChunk.chunk_index)
         ).all()
-        if failed:
-            error = "; ".join(f"chunk {index}: {message}" for index, message in failed)
+        if unfinished:
+            error = "; ".join(
+                f"chunk {index}: {message}"
+                if status == FAILED
+                else f"chunk {index}: did not finish (time limit or lost worker)"
+                for index, status, message in unfinished
+            )
         _finish(session, run_id, FAILED, error=error)
 
 

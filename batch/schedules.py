@@ -112,7 +112,7 @@ def save_schedule(
 ) -> Schedule:
     """Store a validated schedule, audit the change and write it through to RedBeat."""
     values = spec.model_dump(exclude={"name"})
-    with core.transaction() as session:
+    with beat.schedule_lock(celery), core.transaction() as session:
         row = session.get(Schedule, spec.name)
         if row is not None and mode == "create":
             raise Conflict(f"schedule {spec.name!r} already exists")
@@ -125,19 +125,20 @@ def save_schedule(
         else:
             for field, value in values.items():
                 setattr(row, field, value)
-            row.updated_at = utcnow()
         after = snapshot(row)
         if before != after:
-            action = "create" if before is None else "update"
-            _audit(session, actor, action, spec.name, before, after)
-        session.flush()
+            if before is not None:
+                row.updated_at = utcnow()
+            _audit(
+                session, actor, "create" if before is None else "update", spec.name, before, after
+            )
         beat.write_entry(celery, row)
     return row
 
 
 def set_enabled(core: Core, celery: Celery, name: str, enabled: bool, *, actor: str) -> Schedule:
     """Enable or disable a schedule (disabled ones are removed from RedBeat)."""
-    with core.transaction() as session:
+    with beat.schedule_lock(celery), core.transaction() as session:
         row = get_schedule(session, name)
         if row.enabled != enabled:
             before = snapshot(row)
@@ -149,7 +150,7 @@ def set_enabled(core: Core, celery: Celery, name: str, enabled: bool, *, actor: 
 
 def remove_schedule(core: Core, celery: Celery, name: str, *, actor: str) -> None:
     """Delete a schedule from SQL and RedBeat."""
-    with core.transaction() as session:
+    with beat.schedule_lock(celery), core.transaction() as session:
         row = get_schedule(session, name)
         _audit(session, actor, "delete", name, snapshot(row), None)
         session.delete(row)

@@ -22,13 +22,11 @@ class Settings:
     broker_url: str = ""
     database_url: str = field(default_factory=_default_database_url)
     secret_key: str = "dev-insecure-secret"
-    timezone: str = "UTC"
     job_modules: tuple[str, ...] = ()
     worker_concurrency: int = 0
     chunks_per_process: int = 4
     finish_deadline_seconds: int = 600
     reconcile_interval_seconds: int = 60
-    log_level: str = "INFO"
 
     @property
     def effective_broker_url(self) -> str:
@@ -46,7 +44,6 @@ class Settings:
             broker_url=env.get("BROKER_URL", ""),
             database_url=env.get("DATABASE_URL", defaults.database_url),
             secret_key=env.get("SECRET_KEY", defaults.secret_key),
-            timezone=env.get("BATCH_TIMEZONE", defaults.timezone),
             job_modules=tuple(m.strip() for m in modules.split(",") if m.strip()),
             worker_concurrency=int(env.get("WORKER_CONCURRENCY", defaults.worker_concurrency)),
             chunks_per_process=int(
@@ -58,5 +55,4 @@ class Settings:
             reconcile_interval_seconds=int(
                 env.get("BATCH_RECONCILE_INTERVAL_SECONDS", defaults.reconcile_interval_seconds)
             ),
-            log_level=env.get("LOG_LEVEL", defaults.log_level),
         )

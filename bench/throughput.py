@@ -25,13 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from celery import chord  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
 from batch import migrate, runs  # noqa: E402
 from batch.celery_app import close_celery, create_celery  # noqa: E402
 from batch.core import Core  # noqa: E402
 from batch.db import utcnow  # noqa: E402
 from batch.jobs import split_range  # noqa: E402
-from batch.models import FINISHED_STATES, Run  # noqa: E402
+from batch.models import FINISHED_STATES, Run, RunChunk  # noqa: E402
 from batch.processes import start_worker, stop_process  # noqa: E402
 from batch.redis_server import is_reachable, start_private_redis  # noqa: E402
 from batch.settings import Settings  # noqa: E402
@@ -52,12 +53,30 @@ def wait_finished(core: Core, run_id: str, poll: float) -> Run:
         time.sleep(poll)
 
 
-def engine_seconds(core: Core, celery, items: int, poll: float) -> tuple[float, int, int]:
-    """Seconds from submit to the aggregate stored, the result, and the chunk count."""
+def engine_seconds(core: Core, celery, items: int, poll: float) -> tuple[float, int, str]:
+    """Seconds from submit to the aggregate stored, the result, and where the time went."""
     started: datetime = utcnow()
     run_id = runs.submit_run(core, celery, JOB, {"items": items}, trigger="bench")
     run = wait_finished(core, run_id, poll)
-    return (run.finished_at - started).total_seconds(), run.result["sum"], run.chunk_count
+    wall = (run.finished_at - started).total_seconds()
+    with core.reading() as session:
+        first, last, busy = session.execute(
+            select(
+                func.min(RunChunk.started_at),
+                func.max(RunChunk.finished_at),
+                func.sum(
+                    func.julianday(RunChunk.finished_at) - func.julianday(RunChunk.started_at)
+                ),
+            ).where(RunChunk.run_id == run_id)
+        ).one()
+    detail = (
+        f"{run.chunk_count} chunks; first chunk +{(first - started).total_seconds() * 1000:.0f} ms,"
+        f" aggregate +{(run.finished_at - last).total_seconds() * 1000:.0f} ms after the last,"
+        f" chunk busy {busy * 86400:.2f}s"
+        if first and core.engine.dialect.name == "sqlite"
+        else f"{run.chunk_count} chunks"
+    )
+    return wall, run.result["sum"], detail
 
 
 def pool_seconds(pool, items: int) -> tuple[float, int]:
@@ -80,7 +99,7 @@ def throughput(core: Core, celery, pool, sizes: list[int], repeat: int) -> float
         for _ in range(repeat):
             seconds, pool_total = pool_seconds(pool, items)
             pool_times.append(seconds)
-            seconds, engine_total, chunks = engine_seconds(core, celery, items, poll=0.02)
+            seconds, engine_total, detail = engine_seconds(core, celery, items, poll=0.25)
             engine_times.append(seconds)
             if engine_total != pool_total:
                 raise AssertionError(f"engine sum {engine_total} != pool sum {pool_total}")
@@ -88,7 +107,8 @@ def throughput(core: Core, celery, pool, sizes: list[int], repeat: int) -> float
         ratio = pool_median / engine_median
         print(
             f"N={items:>9,}: pool {pool_median:7.3f}s  engine {engine_median:7.3f}s "
-            f"({chunks} chunks, median of {repeat})  engine/pool ratio (N={items}): {ratio:.3f}",
+            f"(median of {repeat})  engine/pool ratio (N={items}): {ratio:.3f}\n"
+            f"    last engine run: {detail}",
             flush=True,
         )
     return ratio

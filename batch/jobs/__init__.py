@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.orm import Session
 
-from batch.constants import QUEUE_DEFAULT
+from batch.constants import QUEUE_DEFAULT, QUEUES
 from batch.exceptions import InvalidParams, UnknownJob
 
 Spec = dict[str, Any]
@@ -38,8 +38,6 @@ class Job:
     #: Seconds a chunk may run before SoftTimeLimitExceeded, then before it is killed.
     soft_time_limit: ClassVar[int] = 300
     time_limit: ClassVar[int] = 360
-    #: Retries of a chunk that hit a transient error (database or broker connection).
-    max_retries: ClassVar[int] = 5
     #: Fewer items than this in a chunk cost more in messages than they gain in parallelism.
     min_chunk_items: ClassVar[int] = 1
     #: True when ``process`` writes: it then runs in the transaction that stores its
@@ -119,7 +117,15 @@ class JobRegistry:
         names = [f"{__name__}.{info.name}" for info in pkgutil.iter_modules(__path__)]
         for module_name in [*names, *extra_modules]:
             for job_class in _job_classes(importlib.import_module(module_name)):
-                self._jobs[job_class.name] = job_class()
+                self._add(job_class())
+
+    def _add(self, job: Job) -> None:
+        # A wrong declaration fails at start-up, not when the first run is planned.
+        if job.name in self._jobs:
+            raise ValueError(f"job {job.name!r} is declared twice")
+        if job.queue not in QUEUES:
+            raise ValueError(f"job {job.name!r}: queue {job.queue!r} is not one of {QUEUES}")
+        self._jobs[job.name] = job
 
     def get(self, name: str) -> Job:
         """The job registered as ``name``, or :class:`UnknownJob`."""
