@@ -18,7 +18,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from batch import capacity
-from batch.constants import TASK_FAIL_RUN, TASK_FINISH_RUN, TASK_RUN_CHUNK, TASK_START_RUN
+from batch.constants import (
+    QUEUE_DEFAULT,
+    TASK_FAIL_RUN,
+    TASK_FINISH_RUN,
+    TASK_RUN_CHUNK,
+    TASK_START_RUN,
+)
 from batch.core import Core
 from batch.db import utcnow
 from batch.exceptions import BatchError, NotFound
@@ -91,16 +97,15 @@ def start_run(
     trigger: str,
     run_id: str | None = None,
     fire: Fire | None = None,
-    queue: str | None = None,
+    queue: str = QUEUE_DEFAULT,
     priority: int | None = None,
 ) -> str | None:
     """Create or claim the run, plan its chunks and launch the chord; returns the run id.
 
-    Returns None when the run was already claimed (a duplicate delivery or fire).
+    Returns None when the run was already claimed (a duplicate delivery or fire). A run
+    that cannot be planned (unknown job, bad params, a failing plan) is stored as failed.
     """
     now = utcnow()
-    job_obj = core.jobs.get(job)
-    queue = queue or job_obj.queue
     if fire is not None:
         run_id = scheduled_run_id(fire.schedule, fire.scheduled_for)
     assert run_id is not None, "a run needs an id or a fire"
@@ -128,6 +133,7 @@ def start_run(
             _finish(session, run_id, SKIPPED, error=skip_reason)
             return run_id
         try:
+            job_obj = core.jobs.get(job)
             validated = job_obj.validate_params(params, now=fire.scheduled_for if fire else now)
             specs = job_obj.plan(validated, chunks=_target_chunks(core, queue), db=session)
         except Exception as exc:

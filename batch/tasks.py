@@ -11,7 +11,13 @@ from celery import Task, shared_task
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from batch import runs
-from batch.constants import TASK_FAIL_RUN, TASK_FINISH_RUN, TASK_RUN_CHUNK, TASK_START_RUN
+from batch.constants import (
+    QUEUE_DEFAULT,
+    TASK_FAIL_RUN,
+    TASK_FINISH_RUN,
+    TASK_RUN_CHUNK,
+    TASK_START_RUN,
+)
 from batch.core import Core
 
 #: Errors that go away by themselves: a busy or restarting database, broker or Redis.
@@ -65,7 +71,7 @@ def start_run(
         trigger=trigger,
         run_id=run_id,
         fire=fire,
-        queue=delivery.get("routing_key"),
+        queue=delivery.get("routing_key") or QUEUE_DEFAULT,
         priority=delivery.get("priority"),
     )
 

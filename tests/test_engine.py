@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 
 from celery import Celery
@@ -80,3 +81,24 @@ def test_start_run_delivered_twice_plans_once(core: Core, celery_app: Celery, wo
     with core.transaction() as session:
         attempts = session.scalars(select(RunChunk.attempts).where(RunChunk.run_id == run_id)).all()
     assert attempts == [1] * 8
+
+
+def test_a_fire_for_a_job_that_is_gone_fails_visibly(
+    core: Core, celery_app: Celery, worker: Path
+) -> None:
+    fired_at = "2026-11-25T10:00:00+00:00"
+    celery_app.send_task(
+        TASK_START_RUN,
+        kwargs={
+            "job": "tests.removed_job", "params": {}, "trigger": "schedule:old",
+            "schedule": "old", "scheduled_for": fired_at,
+        },
+        queue="default",
+        ignore_result=True,
+    )  # fmt: skip
+    run_id = runs.scheduled_run_id("old", datetime.fromisoformat(fired_at))
+    run = wait_for_run(core, run_id)
+    assert (run.status, run.error) == (
+        "failed",
+        "batch.exceptions.UnknownJob: unknown job 'tests.removed_job'",
+    )
