@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from celery import Celery
@@ -132,3 +133,29 @@ def test_purge_rejects_a_negative_age(core: Core, celery_app: Celery) -> None:
         assert "older_than_days" in str(exc)
     else:
         raise AssertionError("older_than_days=0 was accepted")
+
+
+def test_purge_chunk_delivered_twice_at_once_deletes_and_counts_once(core: Core) -> None:
+    add_finished_runs(core, 300, timedelta(days=40))
+    with core.transaction() as session:
+        session.add(
+            Run(id="purge", job="cleanups.purge_runs", params={}, status="running",
+                trigger="test", queue="cleanups", chunk_count=1)
+        )  # fmt: skip
+    cutoff = (datetime.now(UTC) - timedelta(days=30)).isoformat()
+    spec, params = {"cutoff": cutoff, "batch": 0}, {"older_than_days": 30}
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(
+            pool.map(
+                lambda _: runs.run_chunk(core, "purge", "cleanups.purge_runs", 0, spec, params),
+                range(2),
+            )
+        )
+    assert sorted(outcomes) == [False, True]
+    with core.reading() as session:
+        chunk = session.get(RunChunk, ("purge", 0))
+        left = session.scalar(select(func.count()).select_from(Run).where(Run.id.like("old-%")))
+    assert (chunk.partial, left) == ({"deleted_runs": 300}, 0)
+    runs.finish_run(core, "purge")
+    with core.reading() as session:
+        assert session.get(Run, "purge").result == {"deleted_runs": 300}
