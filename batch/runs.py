@@ -299,7 +299,24 @@ def _record_chunk_error(core: Core, run_id: str, index: int, exc: Exception) -> 
 
 
 def finish_run(core: Core, run_id: str) -> None:
-    """Aggregate the stored partials into the result; raises MissingChunks if any is absent."""
+    """Aggregate the stored partials into the result.
+
+    Raises MissingChunks while a partial is absent (the caller retries), and fails the run
+    once it has waited ``finish_deadline_seconds`` since it started.
+    """
+    try:
+        _aggregate(core, run_id)
+    except MissingChunks as exc:
+        with core.reading() as session:
+            started = get_run(session, run_id).started_at or utcnow()
+        waited = utcnow() - started
+        if waited > timedelta(seconds=core.settings.finish_deadline_seconds):
+            fail_run(core, run_id, f"gave up waiting for chunks: {exc}")
+            return
+        raise
+
+
+def _aggregate(core: Core, run_id: str) -> None:
     with core.transaction() as session:
         run = session.get(Run, run_id)
         if run is None:
@@ -335,12 +352,6 @@ def fail_run(core: Core, run_id: str, error: str) -> None:
                 for index, status, message in unfinished
             )
         _finish(session, run_id, FAILED, error=error)
-
-
-def finish_overdue(run: Run, deadline_seconds: int) -> bool:
-    """Whether a run waiting for missing chunks has waited past its deadline."""
-    started = run.started_at or run.created_at
-    return utcnow() - started > timedelta(seconds=deadline_seconds)
 
 
 def _finish(

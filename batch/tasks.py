@@ -89,15 +89,9 @@ def run_chunk(
 @shared_task(name=TASK_FINISH_RUN, bind=True, ignore_result=True, **RETRY_POLICY)
 def finish_run(self: Task, _chunk_results: list[Any], run_id: str) -> None:
     """Chord callback: aggregate the stored partials into the run's result."""
-    core = _core(self)
     try:
-        runs.finish_run(core, run_id)
+        runs.finish_run(_core(self), run_id)
     except runs.MissingChunks as exc:
-        with core.transaction() as session:
-            run = runs.get_run(session, run_id)
-        if runs.finish_overdue(run, core.settings.finish_deadline_seconds):
-            runs.fail_run(core, run_id, f"gave up waiting for chunks: {exc}")
-            return
         raise self.retry(exc=exc, countdown=1, max_retries=None) from None
 
 

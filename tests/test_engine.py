@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from celery import Celery
 from sqlalchemy import select
 
@@ -102,3 +103,26 @@ def test_a_fire_for_a_job_that_is_gone_fails_visibly(
         "failed",
         "batch.exceptions.UnknownJob: unknown job 'tests.removed_job'",
     )
+
+
+def test_finish_never_finalizes_while_a_chunk_is_missing(core: Core) -> None:
+    started = datetime.now(UTC)
+    with core.transaction() as session:
+        session.add(
+            Run(id="partial", job="tests.sum_squares", params={}, status="running",
+                trigger="test", queue="default", chunk_count=2, started_at=started)
+        )  # fmt: skip
+        session.add(
+            RunChunk(run_id="partial", chunk_index=0, status="succeeded", partial={"sum": 5})
+        )
+    with pytest.raises(runs.MissingChunks, match="1 of 2 chunks stored"):
+        runs.finish_run(core, "partial")
+    with core.transaction() as session:
+        run = session.get(Run, "partial")
+        assert (run.status, run.result) == ("running", None)
+        run.started_at = started - timedelta(seconds=core.settings.finish_deadline_seconds + 1)
+    runs.finish_run(core, "partial")
+    with core.reading() as session:
+        run = session.get(Run, "partial")
+    assert (run.status, run.result) == ("failed", None)
+    assert run.error == "gave up waiting for chunks: 1 of 2 chunks stored"
