@@ -71,8 +71,8 @@ class BatchEntry(RedBeatSchedulerEntry):
             return self.schedule.next_after(self.last_run_at)
         return super().due_at
 
-    def save(self) -> BatchEntry:
-        """Write definition, meta (only if absent) and score, like RedBeat with our encoder."""
+    def definition_json(self) -> str:
+        """The entry's definition as RedBeat stores it, encoded with our schedule types."""
         definition = {
             "name": self.name,
             "task": self.task,
@@ -82,9 +82,13 @@ class BatchEntry(RedBeatSchedulerEntry):
             "schedule": self.schedule,
             "enabled": self.enabled,
         }
+        return json.dumps(definition, cls=ScheduleEncoder)
+
+    def save(self) -> BatchEntry:
+        """Write definition, meta (only if absent) and score, like RedBeat with our encoder."""
         meta = {"last_run_at": self.last_run_at}
         with get_redis(self.app).pipeline() as pipe:
-            pipe.hset(self.key, "definition", json.dumps(definition, cls=ScheduleEncoder))
+            pipe.hset(self.key, "definition", self.definition_json())
             pipe.hsetnx(self.key, "meta", json.dumps(meta, cls=ScheduleEncoder))
             pipe.zadd(self.app.redbeat_conf.schedule_key, {self.key: self.score})
             pipe.execute()
@@ -149,11 +153,12 @@ def reconcile(core: Core, celery: Celery) -> dict[str, int]:
     """Make the RedBeat entries match the enabled SQL schedules; returns counts.
 
     An entry that lost its meta (a Redis flush) gets back the newest fire time recorded
-    in SQL, so it neither fires at once nor skips its next fire.
+    in SQL, so it neither fires at once nor skips its next fire. Entries already in Redis
+    as SQL wants them are left alone, so a fire racing this pass keeps its own score.
     """
     client = get_redis(celery)
     with schedule_lock(celery):
-        with core.transaction() as session:
+        with core.reading() as session:
             rows = session.scalars(select(Schedule).where(Schedule.enabled)).all()
             last_fires = dict(
                 session.execute(
@@ -165,18 +170,22 @@ def reconcile(core: Core, celery: Celery) -> dict[str, int]:
         wanted = {BatchEntry.generate_key(celery, row.name): row for row in rows}
         with client.pipeline() as pipe:
             for key in wanted:
-                pipe.hget(key, "meta")
-            metas = pipe.execute()
-        restored = 0
-        for (_key, row), meta in zip(wanted.items(), metas, strict=True):
+                pipe.hmget(key, "definition", "meta")
+            stored = pipe.execute()
+        restored = rewritten = 0
+        for (_key, row), (definition, meta) in zip(wanted.items(), stored, strict=True):
             last_run_at = BatchEntry.decode_meta(meta).get("last_run_at")
             if last_run_at is None:
                 restored += 1
                 last_run_at = last_fires.get(row.name) or row.updated_at
             try:
-                entry_for(celery, row, last_run_at).save()
+                entry = entry_for(celery, row, last_run_at)
             except UserError as exc:
                 log.error("schedule %s not written to RedBeat: %s", row.name, exc)
+                continue
+            if meta is None or definition != entry.definition_json():
+                rewritten += 1
+                entry.save()
         schedule_key = celery.redbeat_conf.schedule_key
         stale = [key for key in client.zrange(schedule_key, 0, -1) if key not in wanted]
         for key in stale:
@@ -184,7 +193,12 @@ def reconcile(core: Core, celery: Celery) -> dict[str, int]:
                 pipe.zrem(schedule_key, key)
                 pipe.delete(key)
                 pipe.execute()
-    counts = {"schedules": len(wanted), "restored": restored, "removed": len(stale)}
+    counts = {
+        "schedules": len(wanted),
+        "rewritten": rewritten,
+        "restored": restored,
+        "removed": len(stale),
+    }
     log.info("reconciled RedBeat with SQL: %s", counts)
     return counts
 

@@ -124,14 +124,20 @@ def test_reconcile_restores_flushed_entries_with_their_last_fire(
     stale = BatchEntry.generate_key(celery_app, "gone")
     core.redis.zadd(celery_app.redbeat_conf.schedule_key, {stale: 1})
     counts = beat.reconcile(core, celery_app)
-    assert counts == {"schedules": 1, "restored": 1, "removed": 1}
+    assert counts == {"schedules": 1, "rewritten": 1, "restored": 1, "removed": 1}
     key = BatchEntry.generate_key(celery_app, "hourly")
     assert BatchEntry.load_meta(key, app=celery_app)["last_run_at"] == last_fire
     # The score is the true next fire after the kept last fire (RedBeat alone scores it
     # too early by now - last_fire).
     score = core.redis.zscore(celery_app.redbeat_conf.schedule_key, key)
     assert score == to_timestamp(last_fire + timedelta(hours=1))
-    assert beat.reconcile(core, celery_app) == {"schedules": 1, "restored": 0, "removed": 0}
+    unchanged = {"schedules": 1, "rewritten": 0, "restored": 0, "removed": 0}
+    assert beat.reconcile(core, celery_app) == unchanged
+    # An edit made behind reconcile's back (here: straight in SQL) is written on the next pass.
+    with core.transaction() as session:
+        session.get(Schedule, "hourly").cron = "7 * * * *"
+    assert beat.reconcile(core, celery_app)["rewritten"] == 1
+    assert BatchEntry.from_key(key, app=celery_app).schedule == CronSchedule("7 * * * *")
 
 
 def cli(core: Core, *args: str) -> tuple[int, str, str]:
