@@ -120,3 +120,24 @@ class Order(Base):
     product: Mapped[str] = mapped_column(String(100))
     quantity: Mapped[int]
     amount_cents: Mapped[int] = mapped_column(BigInteger)
+
+
+class User(Base):
+    """A person who signs in to the admin; the password is stored hashed."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]

@@ -27,6 +27,8 @@ class Settings:
     chunks_per_process: int = 4
     finish_deadline_seconds: int = 600
     reconcile_interval_seconds: int = 60
+    cookie_secure: bool = False
+    login_attempts_per_minute: int = 10
 
     @property
     def effective_broker_url(self) -> str:
@@ -54,5 +56,9 @@ class Settings:
             ),
             reconcile_interval_seconds=int(
                 env.get("BATCH_RECONCILE_INTERVAL_SECONDS", defaults.reconcile_interval_seconds)
+            ),
+            cookie_secure=env.get("BATCH_COOKIE_SECURE", "").lower() in ("1", "true", "yes"),
+            login_attempts_per_minute=int(
+                env.get("BATCH_LOGIN_ATTEMPTS_PER_MINUTE", defaults.login_attempts_per_minute)
             ),
         )

@@ -14,7 +14,7 @@ from sqlalchemy import delete
 from batch import migrate
 from batch.celery_app import close_celery, create_celery
 from batch.core import Core
-from batch.models import AuditEntry, Order, Run, RunChunk, Schedule
+from batch.models import ApiToken, AuditEntry, Order, Run, RunChunk, Schedule, User
 from batch.processes import start_worker, stop_process
 from batch.redis_server import PrivateRedis, start_private_redis
 from batch.settings import Settings
@@ -65,7 +65,7 @@ def core(migrated: Settings) -> Iterator[Core]:
     """A core over an empty database (every table emptied before the test)."""
     core = Core(migrated)
     with core.transaction() as session:
-        for model in (RunChunk, Run, AuditEntry, Schedule, Order):
+        for model in (RunChunk, Run, AuditEntry, Schedule, Order, User, ApiToken):
             session.execute(delete(model))
     yield core
     core.dispose()

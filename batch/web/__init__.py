@@ -1,13 +1,16 @@
-"""The Flask app factory: a thin face over the core (the admin pages arrive in a later step)."""
+"""The Flask app factory: a thin face over the core (admin pages, JSON API, health check)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, jsonify
+from celery import Celery
+from flask import Flask, current_app, jsonify
+from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import text
 
+from batch.celery_app import create_celery
 from batch.core import Core
 from batch.settings import Settings
 
@@ -16,20 +19,45 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the web app; reads the environment when no settings are given."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
-    app.config["SECRET_KEY"] = settings.secret_key
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.cookie_secure,
+        WTF_CSRF_TIME_LIMIT=None,
+    )
     core = Core(settings)
     app.extensions["batch_core"] = core
+    app.extensions["batch_celery"] = create_celery(settings, core)
 
-    @app.get("/healthz")
-    def healthz() -> tuple[Any, int]:
-        """Open liveness check: the database and Redis answer."""
-        checks = {"database": _check_database(core), "redis": _check_redis(core)}
-        healthy = all(value == "ok" for value in checks.values())
-        return jsonify(status="ok" if healthy else "degraded", checks=checks), (
-            200 if healthy else 503
-        )
+    from batch.web import api, auth, overview, results, runs, schedules
 
+    csrf = CSRFProtect(app)
+    csrf.exempt(api.blueprint)  # token-authenticated, never cookie-authenticated
+    app.before_request(auth.authenticate)
+    for module in (auth, overview, schedules, runs, results, api):
+        app.register_blueprint(module.blueprint)
+    app.add_url_rule("/healthz", "healthz", healthz)
+    app.jinja_env.globals["has_endpoint"] = lambda endpoint: endpoint in app.view_functions
     return app
+
+
+def current_core() -> Core:
+    """The core of the app handling this request."""
+    return current_app.extensions["batch_core"]
+
+
+def current_celery() -> Celery:
+    """The Celery app (client side) of the app handling this request."""
+    return current_app.extensions["batch_celery"]
+
+
+def healthz() -> tuple[Any, int]:
+    """Open liveness check: the database and Redis answer."""
+    core = current_core()
+    checks = {"database": _check_database(core), "redis": _probe(core.redis.ping)}
+    healthy = all(value == "ok" for value in checks.values())
+    return jsonify(status="ok" if healthy else "degraded", checks=checks), (200 if healthy else 503)
 
 
 def _probe(check: Callable[[], object]) -> str:
@@ -42,11 +70,7 @@ def _probe(check: Callable[[], object]) -> str:
 
 def _check_database(core: Core) -> str:
     def select_one() -> None:
-        with core.engine.connect() as connection:
+        with core.read_engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
     return _probe(select_one)
-
-
-def _check_redis(core: Core) -> str:
-    return _probe(core.redis.ping)

@@ -1,0 +1,89 @@
+"""Sign-in for the admin (session cookie) and bearer tokens for the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from batch import users
+from batch.constants import LOGIN_ATTEMPTS_KEY_PREFIX
+from batch.web import current_core
+
+blueprint = Blueprint("auth", __name__)
+
+OPEN_ENDPOINTS = {"healthz", "static", "auth.login"}
+ATTEMPT_WINDOW_SECONDS = 60
+
+
+def authenticate() -> Any:
+    """Before every request: a signed-in user for pages, a valid token for the API."""
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
+    if request.path.startswith("/api/"):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        owner = users.token_owner(current_core(), token) if scheme == "Bearer" and token else None
+        if owner is None:
+            response = jsonify(error="authentication required: Authorization: Bearer <token>")
+            response.status_code = 401
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        g.actor = f"api:{owner}"
+        return None
+    name = session.get("user")
+    if name is None:
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    g.user = name
+    g.actor = f"user:{name}"
+    return None
+
+
+def _too_many_attempts() -> bool:
+    core = current_core()
+    key = LOGIN_ATTEMPTS_KEY_PREFIX + (request.remote_addr or "unknown")
+    with core.redis.pipeline() as pipe:
+        pipe.incr(key)
+        pipe.expire(key, ATTEMPT_WINDOW_SECONDS, nx=True)
+        attempts, _ = pipe.execute()
+    return attempts > core.settings.login_attempts_per_minute
+
+
+def _safe_next(target: str | None) -> str:
+    # Only paths on this site: never an absolute URL an attacker chose.
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return url_for("overview.index")
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    """The sign-in form."""
+    error = None
+    if request.method == "POST":
+        if _too_many_attempts():
+            abort(429, "too many sign-in attempts: wait a minute")
+        name = request.form.get("name", "")
+        if users.check_login(current_core(), name, request.form.get("password", "")):
+            session.clear()
+            session["user"] = name
+            return redirect(_safe_next(request.args.get("next")))
+        error = "wrong name or password"
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+@blueprint.post("/logout")
+def logout() -> Any:
+    """Sign out (POST, with the CSRF token)."""
+    session.clear()
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,66 @@
+"""Web fixtures: the real app over the test database, a signed-in client, an API token."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from batch import users
+from batch.celery_app import close_celery
+from batch.core import Core
+
+ADMIN = ("admin", "correct horse battery")
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def app(core: Core) -> Iterator[Flask]:
+    from batch.web import create_app
+
+    app = create_app(core.settings)
+    app.config["TESTING"] = True
+    core.redis.delete(*core.redis.keys("batch:login-attempts:*") or ["-"])
+    yield app
+    close_celery(app.extensions["batch_celery"])
+
+
+@pytest.fixture
+def admin(core: Core) -> tuple[str, str]:
+    users.add_user(core, *ADMIN)
+    return ADMIN
+
+
+def csrf_token(client: FlaskClient, path: str = "/login") -> str:
+    """The CSRF token of the form on ``path`` (as a browser would read it)."""
+    match = CSRF_RE.search(client.get(path).get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+@pytest.fixture
+def client(app: Flask, admin: tuple[str, str]) -> FlaskClient:
+    """A client signed in as the admin user, through the real login form."""
+    client = app.test_client()
+    name, password = admin
+    response = client.post(
+        "/login", data={"name": name, "password": password, "csrf_token": csrf_token(client)}
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client
+
+
+@pytest.fixture
+def api_token(core: Core) -> str:
+    return users.add_token(core, "tests")
+
+
+@pytest.fixture
+def api(app: Flask, api_token: str) -> FlaskClient:
+    """A client that sends the bearer token on every request."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_token}"
+    return client
