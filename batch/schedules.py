@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from batch import beat
@@ -18,7 +18,7 @@ from batch.core import Core
 from batch.cron import make_schedule
 from batch.db import utcnow
 from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
-from batch.models import AuditEntry, Schedule
+from batch.models import AuditEntry, Run, Schedule
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
 AUDITED_FIELDS = (
@@ -160,6 +160,40 @@ def remove_schedule(core: Core, celery: Celery, name: str, *, actor: str) -> Non
 def list_schedules(session: Session) -> list[Schedule]:
     """All schedules by name."""
     return list(session.scalars(select(Schedule).order_by(Schedule.name)))
+
+
+def schedule_as_dict(row: Schedule) -> dict[str, Any]:
+    """The JSON view of a schedule (the API's and the forms' shape: ScheduleSpec's fields)."""
+    return {"name": row.name, **snapshot(row)}
+
+
+def audit_trail(session: Session, name: str, limit: int = 50) -> list[AuditEntry]:
+    """The newest audit entries of schedule ``name``, newest first."""
+    return list(
+        session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.object_type == "schedule", AuditEntry.object_name == name)
+            .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def last_runs(session: Session, names: list[str]) -> dict[str, Run]:
+    """The newest run of each named schedule (one indexed query)."""
+    newest = (
+        select(Run.schedule_name, func.max(Run.created_at).label("created_at"))
+        .where(Run.schedule_name.in_(names))
+        .group_by(Run.schedule_name)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(Run).join(
+            newest,
+            (Run.schedule_name == newest.c.schedule_name) & (Run.created_at == newest.c.created_at),
+        )
+    )
+    return {run.schedule_name: run for run in rows}
 
 
 def load_schedule_files(core: Core, path: Path) -> list[ScheduleSpec]:

@@ -1,4 +1,4 @@
-"""users and api tokens
+"""users, api tokens, and runs by schedule
 
 Revision ID: 0002
 Revises: 0001
@@ -22,6 +22,10 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     """Upgrade schema."""
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_runs_schedule_created", ["schedule_name", "created_at"], unique=False
+        )
 
     op.create_table(
         "api_tokens",
@@ -43,6 +47,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Downgrade schema."""
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_runs_schedule_created")
 
     op.drop_table("users")
     op.drop_table("api_tokens")
