@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,9 +14,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from batch import demo, migrate, redis_server
+from batch import demo, migrate, redis_server, users
 from batch.celery_app import close_celery, create_celery
 from batch.core import Core
+from batch.exceptions import Conflict
 from batch.models import Order
 from batch.schedules import import_schedules
 from batch.settings import Settings
@@ -23,6 +25,9 @@ from batch.settings import Settings
 log = logging.getLogger(__name__)
 
 PRIVATE_REDIS_DIR = Path("instance") / "redis"
+DEMO_USER = "demo"
+DEMO_LOGIN_FILE = Path("instance") / "demo-login.txt"
+SECRET_KEY_FILE = Path("instance") / "secret-key"
 
 
 def ensure_redis(
@@ -40,8 +45,13 @@ def ensure_redis(
     return server
 
 
-def prepare(settings: Settings, *, orders: int, say: Callable[[str], None]) -> None:
-    """Migrate, seed demo orders if there are none, and import ``schedules/``."""
+def prepare(
+    settings: Settings, *, orders: int, say: Callable[[str], None]
+) -> tuple[str, str | None]:
+    """Migrate, seed demo orders if there are none, import ``schedules/``, make a demo user.
+
+    Returns the demo login (its password is None when it is no longer known).
+    """
     migrate.upgrade(settings.database_url)
     core = Core(settings)
     celery = create_celery(settings, core)
@@ -55,8 +65,33 @@ def prepare(settings: Settings, *, orders: int, say: Callable[[str], None]) -> N
         if schedules_dir.is_dir():
             rows = import_schedules(core, celery, schedules_dir, actor="batch dev")
             say(f"imported {len(rows)} schedule(s) from {schedules_dir}/")
+        return demo_login(core)
     finally:
         close_celery(celery)
+
+
+def demo_login(core: Core) -> tuple[str, str | None]:
+    """Create the demo user once with a random password kept in ``instance/``."""
+    DEMO_LOGIN_FILE.parent.mkdir(parents=True, exist_ok=True)
+    if DEMO_LOGIN_FILE.exists():
+        return DEMO_USER, DEMO_LOGIN_FILE.read_text().strip()
+    password = secrets.token_urlsafe(12)
+    try:
+        users.add_user(core, DEMO_USER, password)
+    except Conflict:
+        return DEMO_USER, None
+    DEMO_LOGIN_FILE.touch(mode=0o600)
+    DEMO_LOGIN_FILE.write_text(password + "\n")
+    return DEMO_USER, password
+
+
+def secret_key() -> str:
+    """A random SECRET_KEY kept in ``instance/`` so sessions survive a restart."""
+    SECRET_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    if not SECRET_KEY_FILE.exists():
+        SECRET_KEY_FILE.touch(mode=0o600)
+        SECRET_KEY_FILE.write_text(secrets.token_hex(32))
+    return SECRET_KEY_FILE.read_text().strip()
 
 
 def _run_until_stopped(command: list[str], env: dict[str, str]) -> int:
@@ -81,15 +116,17 @@ def run(settings: Settings, *, orders: int, port: int, say: Callable[[str], None
     if server is not None:
         settings = replace(settings, redis_url=server.url)
     try:
-        prepare(settings, orders=orders, say=say)
+        name, password = prepare(settings, orders=orders, say=say)
         env = {
             **os.environ,
             "REDIS_URL": settings.redis_url,
             "DATABASE_URL": settings.database_url,
+            "SECRET_KEY": settings.secret_key or secret_key(),
             # The Procfile's commands live beside this interpreter (the virtualenv's bin/).
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
         }
-        say(f"starting web, beat and worker: open http://127.0.0.1:{port}/healthz")
+        login = f"{name} / {password}" if password else f"{name} (password in {DEMO_LOGIN_FILE})"
+        say(f"starting web, beat and worker: open http://127.0.0.1:{port}/ and sign in as {login}")
         command = [sys.executable, "-m", "honcho", "start", "--port", str(port)]
         return _run_until_stopped(command, env)
     finally:

@@ -21,7 +21,7 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     broker_url: str = ""
     database_url: str = field(default_factory=_default_database_url)
-    secret_key: str = "dev-insecure-secret"
+    secret_key: str = ""
     job_modules: tuple[str, ...] = ()
     worker_concurrency: int = 0
     chunks_per_process: int = 4

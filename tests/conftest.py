@@ -37,6 +37,7 @@ def settings(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactor
         redis_url=redis_server.url,
         database_url=os.environ.get("TEST_DATABASE_URL", f"sqlite:///{database}"),
         job_modules=TEST_JOB_MODULES,
+        secret_key="test-secret-key-not-for-production",
         finish_deadline_seconds=30,
     )
 

@@ -14,10 +14,17 @@ from batch.celery_app import create_celery
 from batch.core import Core
 from batch.settings import Settings
 
+MIN_SECRET_KEY_LENGTH = 16
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the web app; reads the environment when no settings are given."""
     settings = settings or Settings.from_env()
+    if len(settings.secret_key) < MIN_SECRET_KEY_LENGTH:
+        raise RuntimeError(
+            f"SECRET_KEY must be set to a random string of at least {MIN_SECRET_KEY_LENGTH}"
+            " characters (batch dev makes one in instance/secret-key)"
+        )
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,

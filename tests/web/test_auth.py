@@ -89,3 +89,12 @@ def test_users_and_tokens(core: Core, admin: tuple[str, str]) -> None:
     token = users.add_token(core, "ci")
     assert users.token_owner(core, token) == "ci"
     assert users.token_owner(core, token + "x") is None
+
+
+def test_the_app_refuses_to_start_without_a_secret_key(core: Core) -> None:
+    from dataclasses import replace
+
+    from batch.web import create_app
+
+    with pytest.raises(RuntimeError, match="SECRET_KEY must be set"):
+        create_app(replace(core.settings, secret_key=""))
