@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from celery import Celery
+from flask import Flask
 from sqlalchemy import delete
 
-from batch import migrate
+from batch import migrate, users
 from batch.celery_app import close_celery, create_celery
 from batch.core import Core
 from batch.models import ApiToken, AuditEntry, Order, Run, RunChunk, Schedule, User
@@ -100,3 +101,23 @@ def wait_for_run(core: Core, run_id: str, timeout: float = 60) -> Run:
                 return run
         time.sleep(0.05)
     raise AssertionError(f"run {run_id} did not finish in {timeout}s")
+
+
+ADMIN = ("admin", "correct horse battery")
+
+
+@pytest.fixture
+def app(core: Core) -> Iterator[Flask]:
+    from batch.web import create_app
+
+    app = create_app(core.settings)
+    app.config["TESTING"] = True
+    core.redis.delete(*core.redis.keys("batch:login-attempts:*") or ["-"])
+    yield app
+    close_celery(app.extensions["batch_celery"])
+
+
+@pytest.fixture
+def admin(core: Core) -> tuple[str, str]:
+    users.add_user(core, *ADMIN)
+    return ADMIN

@@ -1,37 +1,17 @@
-"""Web fixtures: the real app over the test database, a signed-in client, an API token."""
+"""Web fixtures: a signed-in client and an API client (the app itself is in tests/conftest)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from batch import users
-from batch.celery_app import close_celery
 from batch.core import Core
 
-ADMIN = ("admin", "correct horse battery")
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture
-def app(core: Core) -> Iterator[Flask]:
-    from batch.web import create_app
-
-    app = create_app(core.settings)
-    app.config["TESTING"] = True
-    core.redis.delete(*core.redis.keys("batch:login-attempts:*") or ["-"])
-    yield app
-    close_celery(app.extensions["batch_celery"])
-
-
-@pytest.fixture
-def admin(core: Core) -> tuple[str, str]:
-    users.add_user(core, *ADMIN)
-    return ADMIN
 
 
 def csrf_token(client: FlaskClient, path: str = "/login") -> str:

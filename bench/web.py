@@ -1,0 +1,249 @@
+"""Admin page latency under load: 100,000 runs, 20 concurrent clients, one web process.
+
+Usage: python bench/web.py [--runs 100000] [--clients 20] [--requests 40] [--database-url URL]
+
+Seeds runs (with chunks and sales-summary aggregates) into a fresh database, starts the
+Procfile's web process (gunicorn, one worker process), signs in once, then has N client
+threads fetch each page over keep-alive connections. Prints p50/p99 per page and the ratio
+of each page's p99 to /healthz's p99 measured under the same load in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import insert  # noqa: E402
+
+from batch import migrate, users  # noqa: E402
+from batch.core import Core  # noqa: E402
+from batch.models import Run, RunChunk  # noqa: E402
+from batch.processes import stop_process  # noqa: E402
+from batch.redis_server import free_port, start_private_redis  # noqa: E402
+from batch.settings import Settings  # noqa: E402
+
+REGIONS = ("central", "east", "north", "south", "west")
+JOBS = (("reports.sales_summary", 0.7), ("cleanups.purge_runs", 0.3))
+STATUSES = (("succeeded", 0.93), ("failed", 0.05), ("running", 0.02))
+CHUNKS = 8
+BATCH = 5_000
+
+
+def _sales_result(rng: random.Random) -> dict:
+    regions = {}
+    for region in REGIONS:
+        orders = rng.randrange(50, 400)
+        revenue = orders * rng.randrange(2_000, 20_000)
+        regions[region] = {
+            "orders": orders,
+            "units": orders * 2,
+            "revenue_cents": revenue,
+            "avg_order_value_cents": revenue // orders,
+        }
+    return {"regions": regions, "orders": sum(r["orders"] for r in regions.values())}
+
+
+def seed_runs(core: Core, count: int) -> list[str]:
+    """Insert ``count`` runs with their chunks over the last 100 days; returns some ids."""
+    rng = random.Random(11)
+    now = datetime.now(UTC)
+    sample: list[str] = []
+    with core.engine.begin() as connection:
+        for start in range(0, count, BATCH):
+            runs, chunks = [], []
+            for offset in range(start, min(count, start + BATCH)):
+                run_id = str(uuid.UUID(int=rng.getrandbits(128)))
+                job = rng.choices([j for j, _ in JOBS], [w for _, w in JOBS])[0]
+                status = rng.choices([s for s, _ in STATUSES], [w for _, w in STATUSES])[0]
+                created = now - timedelta(seconds=(count - offset) * 86.4)
+                finished = created + timedelta(seconds=rng.uniform(0.2, 30))
+                done = status == "succeeded"
+                result = (
+                    (_sales_result(rng) if job.startswith("reports") else {"deleted_runs": 3})
+                    if done
+                    else None
+                )
+                runs.append(
+                    {
+                        "id": run_id, "job": job, "params": {}, "status": status,
+                        "trigger": "schedule:bench", "schedule_name": None, "scheduled_for": None,
+                        "queue": "reports", "chunk_count": CHUNKS, "result": result,
+                        "error": "chunk 3: ValueError: boom" if status == "failed" else None,
+                        "created_at": created, "started_at": created,
+                        "finished_at": finished if status != "running" else None,
+                    }
+                )  # fmt: skip
+                for index in range(CHUNKS):
+                    chunk_done = done or index % 2 == 0
+                    chunks.append(
+                        {
+                            "run_id": run_id, "chunk_index": index,
+                            "status": "succeeded" if chunk_done else status,
+                            "attempts": 1, "partial": {"n": index} if chunk_done else None,
+                            "error": None, "started_at": created, "finished_at": finished,
+                        }
+                    )  # fmt: skip
+                if rng.random() < 0.002:
+                    sample.append(run_id)
+            connection.execute(insert(Run), runs)
+            connection.execute(insert(RunChunk), chunks)
+    return sample
+
+
+class Client:
+    """One keep-alive connection carrying the signed-in session cookie."""
+
+    def __init__(self, port: int, cookie: str) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.cookie = cookie
+
+    def get(self, path: str) -> tuple[int, float]:
+        started = time.perf_counter()
+        self.connection.request("GET", path, headers={"Cookie": self.cookie})
+        response = self.connection.getresponse()
+        response.read()
+        return response.status, time.perf_counter() - started
+
+
+def sign_in(port: int, name: str, password: str) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/login")
+    response = connection.getresponse()
+    page = response.read().decode()
+    cookie = response.getheader("Set-Cookie", "").split(";")[0]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    body = urlencode({"name": name, "password": password, "csrf_token": token})
+    headers = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
+    connection.request("POST", "/login", body=body, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    if response.status != 302:
+        raise RuntimeError(f"sign-in failed: {response.status}")
+    return response.getheader("Set-Cookie", "").split(";")[0]
+
+
+def load(port: int, cookie: str, paths: list[str], clients: int, per_client: int) -> list[float]:
+    """Latencies of ``clients`` threads each fetching ``per_client`` paths (round robin)."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def worker(offset: int) -> None:
+        client = Client(port, cookie)
+        mine = []
+        for index in range(per_client):
+            path = paths[(offset + index) % len(paths)]
+            status, seconds = client.get(path)
+            if status != 200:
+                errors.append(f"{path}: {status}")
+            mine.append(seconds)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[:3]}")
+    return latencies
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=40, help="per client and page")
+    parser.add_argument("--database-url", default="")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="batch-web-bench-") as tmp:
+        workdir = Path(tmp)
+        redis = start_private_redis(workdir / "redis")
+        settings = Settings(
+            redis_url=redis.url,
+            database_url=args.database_url or f"sqlite:///{workdir / 'web.db'}",
+            secret_key="bench-secret-key-0123456789",
+        )
+        migrate.upgrade(settings.database_url)
+        core = Core(settings)
+        started = time.perf_counter()
+        sample = seed_runs(core, args.runs)
+        print(
+            f"seeded {args.runs:,} runs x {CHUNKS} chunks in {time.perf_counter() - started:.1f}s"
+        )
+        users.add_user(core, "bench", "bench-password")
+        core.dispose()
+        port = free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": settings.redis_url,
+            "DATABASE_URL": settings.database_url,
+            "SECRET_KEY": settings.secret_key,
+            "PYTHONPATH": str(ROOT),
+        }
+        procfile_web = (ROOT / "Procfile").read_text().splitlines()[0]
+        command = procfile_web.split(":", 1)[1].replace("${PORT:-5000}", str(port))
+        command = command.replace("--access-logfile -", "")
+        web = subprocess.Popen(command, shell=True, env=env, cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if Client(port, "").get("/healthz")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the web process did not start")
+                time.sleep(0.2)
+            cookie = sign_in(port, "bench", "bench-password")
+            pages = {
+                "healthz (baseline)": ["/healthz"],
+                "overview": ["/"],
+                "runs list": ["/runs/", "/runs/?status=failed", "/runs/?job=reports.sales_summary"],
+                "run page": [f"/runs/{run_id}" for run_id in sample],
+                "results page": ["/results/reports.sales_summary"],
+            }
+            load(port, cookie, [p for paths in pages.values() for p in paths], args.clients, 5)
+            print(f"{args.clients} clients x {args.requests} requests per page, one web process")
+            figures = {}
+            for name, paths in pages.items():
+                latencies = load(port, cookie, paths, args.clients, args.requests)
+                figures[name] = (percentile(latencies, 0.5), percentile(latencies, 0.99))
+            base_p99 = figures["healthz (baseline)"][1]
+            for name, (p50, p99) in figures.items():
+                print(
+                    f"{name:<20} p50 {p50 * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms"
+                    f"  p99/healthz p99 {p99 / base_p99:5.1f}x"
+                )
+            worst = max(p99 for name, (_, p99) in figures.items() if "baseline" not in name)
+            print(f"worst page p99: {worst * 1000:.1f} ms (target <= 100 ms)")
+        finally:
+            stop_process(web)
+            redis.stop()
+
+
+if __name__ == "__main__":
+    main()
