@@ -29,8 +29,9 @@ format:
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install  ## engine vs multiprocessing.Pool throughput and tiny-run cost
+bench: install  ## engine vs Pool throughput, tiny-run cost, admin page latency
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/web.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

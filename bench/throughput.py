@@ -36,6 +36,7 @@ from batch.models import FINISHED_STATES, Run, RunChunk  # noqa: E402
 from batch.processes import start_worker, stop_process  # noqa: E402
 from batch.redis_server import is_reachable, start_private_redis  # noqa: E402
 from batch.settings import Settings  # noqa: E402
+from bench.measure import percentile  # noqa: E402
 from bench.synthetic_job import work, work_range  # noqa: E402
 
 JOB = "bench.cpu_sum"
@@ -85,11 +86,6 @@ def pool_seconds(pool, items: int) -> tuple[float, int]:
     started = time.perf_counter()
     total = sum(pool.map(work_range, ranges, chunksize=1))
     return time.perf_counter() - started, total
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def throughput(core: Core, celery, pool, sizes: list[int], repeat: int) -> float:

@@ -36,6 +36,7 @@ from batch.models import Run, RunChunk  # noqa: E402
 from batch.processes import stop_process  # noqa: E402
 from batch.redis_server import free_port, start_private_redis  # noqa: E402
 from batch.settings import Settings  # noqa: E402
+from bench.measure import percentile  # noqa: E402
 
 REGIONS = ("central", "east", "north", "south", "west")
 JOBS = (("reports.sales_summary", 0.7), ("cleanups.purge_runs", 0.3))
@@ -163,11 +164,6 @@ def load(port: int, cookie: str, paths: list[str], clients: int, per_client: int
     if errors:
         raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[:3]}")
     return latencies
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def main() -> None:
