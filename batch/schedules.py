@@ -69,7 +69,9 @@ def validate_schedule(core: Core, data: Mapping[str, Any]) -> ScheduleSpec:
     try:
         validated = job.validate_params(spec.params, now=utcnow())
     except InvalidParams as exc:
-        raise InvalidSchedule({f"params.{k}": v for k, v in exc.errors.items()}) from None
+        raise InvalidSchedule(
+            {("params" if k == "params" else f"params.{k}"): v for k, v in exc.errors.items()}
+        ) from None
     make_schedule(cron=spec.cron, timezone=spec.timezone, interval_seconds=spec.interval_seconds)
     # Keep only what was given (coerced): time-relative defaults resolve at each fire.
     given = validated.model_dump(mode="json", include=validated.model_fields_set)

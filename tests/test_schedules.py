@@ -52,6 +52,7 @@ def count(core: Core, model: type) -> int:
         ({"job": "reports.nope"}, "job"),
         ({"params": {"since": "yesterday"}}, "params.since"),
         ({"params": {"unknown": 1}}, "params.unknown"),
+        ({"params": {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}}, "params"),
         ({"cron": None, "interval_seconds": 0}, "interval_seconds"),
         ({"interval_seconds": 60}, "cron"),
         ({"name": "bad name!"}, "name"),

@@ -15,6 +15,7 @@ from batch.core import Core
 from batch.settings import Settings
 
 MIN_SECRET_KEY_LENGTH = 16
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.cookie_secure,
         WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
     )
     core = Core(settings)
     app.extensions["batch_core"] = core

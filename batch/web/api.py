@@ -1,7 +1,176 @@
-"""The JSON API (bearer-token authenticated): jobs, runs and schedules."""
+"""The JSON API (bearer-token authenticated): jobs, runs and schedules.
+
+Views stay thin: batch.runs and batch.schedules validate, store and audit; this module only
+reads the JSON body, calls them and turns their errors into JSON 4xx responses.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import json
+from typing import Any, Literal
+
+from flask import Blueprint, Response, g, jsonify, request, url_for
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
+
+from batch import runs, schedules
+from batch.exceptions import (
+    Conflict,
+    InvalidParams,
+    InvalidSchedule,
+    NotFound,
+    UnknownJob,
+    UserError,
+)
+from batch.models import Schedule
+from batch.web import current_celery, current_core
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+STATUS_OF_ERROR: tuple[tuple[type[UserError], int], ...] = (
+    (UnknownJob, 404),
+    (NotFound, 404),
+    (Conflict, 409),
+    (InvalidParams, 400),
+    (InvalidSchedule, 400),
+)
+
+
+class BadBody(UserError):
+    """The request body is not the JSON the endpoint expects."""
+
+
+@blueprint.get("/jobs")
+def list_jobs() -> Response:
+    """Every registered job: name, description, queue and params JSON schema."""
+    return jsonify(jobs=[job.describe() for job in current_core().jobs])
+
+
+@blueprint.post("/jobs/<job>/runs")
+def submit_run(job: str) -> tuple[Response, int, dict[str, str]]:
+    """Queue a run of ``job``; 202 with the run id and where to poll it."""
+    body = _json_body(allowed={"params"}, required=False)
+    params = body.get("params", {})
+    if not isinstance(params, dict):
+        raise BadBody("params must be a JSON object")
+    run_id = runs.submit_run(current_core(), current_celery(), job, params, trigger=g.actor)
+    url = url_for("api.get_run", run_id=run_id)
+    return jsonify(run_id=run_id, status="queued", url=url), 202, {"Location": url}
+
+
+@blueprint.get("/runs/<run_id>")
+def get_run(run_id: str) -> Response:
+    """Status, chunk progress, result and error of one run."""
+    with current_core().reading() as session:
+        return jsonify(runs.run_summary(session, runs.get_run(session, run_id)))
+
+
+@blueprint.get("/schedules")
+def list_schedules() -> Response:
+    """Every schedule, by name."""
+    with current_core().reading() as session:
+        rows = schedules.list_schedules(session)
+        return jsonify(schedules=[schedules.schedule_as_dict(row) for row in rows])
+
+
+@blueprint.get("/schedules/<name>")
+def get_schedule(name: str) -> Response:
+    """One schedule."""
+    with current_core().reading() as session:
+        return jsonify(schedules.schedule_as_dict(schedules.get_schedule(session, name)))
+
+
+@blueprint.post("/schedules")
+def create_schedule() -> tuple[Response, int, dict[str, str]]:
+    """Create a schedule; 201, or 409 when the name is taken."""
+    row = _save(_json_body(), mode="create")
+    url = url_for("api.get_schedule", name=row.name)
+    return jsonify(schedules.schedule_as_dict(row)), 201, {"Location": url}
+
+
+@blueprint.put("/schedules/<name>")
+def replace_schedule(name: str) -> Response:
+    """Replace a schedule (fields left out take their defaults); renaming is refused."""
+    body = _json_body()
+    if body.setdefault("name", name) != name:
+        raise InvalidSchedule({"name": f"must be {name!r} (the name in the URL) or left out"})
+    return jsonify(schedules.schedule_as_dict(_save(body, mode="update")))
+
+
+@blueprint.delete("/schedules/<name>")
+def delete_schedule(name: str) -> tuple[str, int]:
+    """Delete a schedule from SQL and RedBeat; 204."""
+    schedules.remove_schedule(current_core(), current_celery(), name, actor=g.actor)
+    return "", 204
+
+
+def _save(body: dict[str, Any], *, mode: Literal["create", "update"]) -> Schedule:
+    spec = schedules.validate_schedule(current_core(), body)
+    return schedules.save_schedule(current_core(), current_celery(), spec, actor=g.actor, mode=mode)
+
+
+def _json_body(*, allowed: set[str] | None = None, required: bool = True) -> dict[str, Any]:
+    """The request body as a JSON object (whatever the Content-Type), else BadBody."""
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        if required:
+            raise BadBody("the request body must be a JSON object")
+        return {}
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise BadBody(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadBody("the request body must be a JSON object")
+    unknown = sorted(body.keys() - allowed) if allowed is not None else []
+    if unknown:
+        raise BadBody(f"unknown field(s) in the request body: {', '.join(unknown)}")
+    return body
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _error(status: int, message: str, errors: dict[str, str] | None = None) -> Response:
+    payload: dict[str, Any] = {"error": message}
+    if errors is not None:
+        payload["errors"] = errors
+    response = jsonify(payload)
+    response.status_code = status
+    return response
+
+
+@blueprint.errorhandler(UserError)
+def _user_error(exc: UserError) -> Response:
+    # The one place where core errors become status codes.
+    status = next((code for kind, code in STATUS_OF_ERROR if isinstance(exc, kind)), 400)
+    errors = getattr(exc, "errors", None)
+    if isinstance(exc, InvalidParams):
+        # Keys are paths in the request body, as for schedules: "params.n".
+        errors = {k if k == "params" else f"params.{k}": v for k, v in exc.errors.items()}
+    return _error(status, str(exc), errors)
+
+
+@blueprint.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    # Also reached for an unhandled exception (as a 500), after Flask has logged it.
+    response = _error(exc.code or 500, exc.description or exc.name)
+    for header, value in exc.get_headers():
+        if header.lower() != "content-type":
+            response.headers[header] = value  # e.g. Allow on a 405
+    return response
+
+
+@blueprint.before_app_request
+def _routing_error() -> Response | None:
+    """Answer an unknown /api/ path (404) or method (405) in JSON.
+
+    A routing error happens before the request belongs to a blueprint, so the blueprint's
+    error handlers never see it; this app-wide hook acts on /api/ paths only. create_app
+    registers auth.authenticate first, so a request without a token still gets its 401.
+    """
+    exc = request.routing_exception
+    if exc is None or isinstance(exc, RequestRedirect) or not request.path.startswith("/api/"):
+        return None
+    return _http_error(exc)

@@ -1,0 +1,420 @@
+"""The JSON API: tokens, jobs, runs through a real worker, schedules written through to RedBeat."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from batch import schedules
+from batch.beat import BatchEntry
+from batch.core import Core
+from batch.cron import CronSchedule, IntervalSchedule
+from batch.models import AuditEntry, Run, Schedule
+
+SUM = "tests.sum_squares"
+HOURLY = {"name": "hourly", "job": "reports.sales_summary", "cron": "5 * * * *"}
+HOURLY_STORED = {
+    "name": "hourly",
+    "job": "reports.sales_summary",
+    "params": {},
+    "cron": "5 * * * *",
+    "timezone": "UTC",
+    "interval_seconds": None,
+    "enabled": True,
+    "overlap": "allow",
+    "queue": None,
+    "priority": None,
+    "deadline_seconds": None,
+    "description": "",
+}
+ENDPOINTS = [
+    ("GET", "/api/jobs"),
+    ("POST", f"/api/jobs/{SUM}/runs"),
+    ("GET", "/api/runs/some-run"),
+    ("GET", "/api/schedules"),
+    ("POST", "/api/schedules"),
+    ("GET", "/api/schedules/hourly"),
+    ("PUT", "/api/schedules/hourly"),
+    ("DELETE", "/api/schedules/hourly"),
+    ("GET", "/api/nope"),  # an unknown path or method is not revealed without a token
+    ("DELETE", "/api/jobs"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_redbeat_entries(core: Core) -> None:
+    for key in core.redis.scan_iter(match="batch:redbeat:*"):
+        core.redis.delete(key)
+
+
+def count(core: Core, model: type) -> int:
+    with core.reading() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def expected_sum(n: int) -> int:
+    return sum(i * i for i in range(n))
+
+
+def poll(api: FlaskClient, run_id: str, timeout: float = 30) -> dict[str, Any]:
+    """GET the run until it has finished; returns its last JSON."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = api.get(f"/api/runs/{run_id}")
+        assert response.status_code == 200
+        if response.json["status"] in ("succeeded", "failed", "skipped"):
+            return response.json
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not finish in {timeout}s")
+
+
+def redbeat_entry(celery_app: Celery, name: str) -> BatchEntry:
+    return BatchEntry.from_key(BatchEntry.generate_key(celery_app, name), app=celery_app)
+
+
+def redbeat_exists(core: Core, celery_app: Celery, name: str) -> bool:
+    return core.redis.exists(BatchEntry.generate_key(celery_app, name)) == 1
+
+
+# Authentication
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+@pytest.mark.parametrize("header", [None, "Bearer not-a-token", "Basic dGVzdHM6eA==", "Bearer "])
+def test_every_endpoint_needs_a_valid_token(
+    app: Flask, core: Core, api_token: str, method: str, path: str, header: str | None
+) -> None:
+    headers = {"Authorization": header} if header else {}
+    body = {"params": {"n": 10}} if "runs" in path else HOURLY
+    response = app.test_client().open(path, method=method, headers=headers, json=body)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.json == {"error": "authentication required: Authorization: Bearer <token>"}
+    assert count(core, Run) == count(core, Schedule) == count(core, AuditEntry) == 0
+
+
+# Jobs and runs
+
+
+def test_jobs_lists_exactly_the_registered_jobs(api: FlaskClient, core: Core) -> None:
+    response = api.get("/api/jobs")
+    assert response.status_code == 200
+    jobs = response.json["jobs"]
+    assert [job["name"] for job in jobs] == [
+        "cleanups.purge_runs",
+        "reports.sales_summary",
+        SUM,
+    ]
+    assert response.json == {"jobs": [job.describe() for job in core.jobs]}
+    sum_squares = jobs[2]
+    assert sum_squares["queue"] == "default"
+    assert sum_squares["params"]["properties"]["n"] == {
+        "default": 1000,
+        "minimum": 0,
+        "title": "N",
+        "type": "integer",
+    }
+
+
+def test_a_run_is_queued_then_polled_to_its_exact_result(
+    api: FlaskClient, core: Core, worker: Path
+) -> None:
+    response = api.post(f"/api/jobs/{SUM}/runs", json={"params": {"n": 3000}})
+    assert response.status_code == 202
+    run_id = response.json["run_id"]
+    assert response.json == {"run_id": run_id, "status": "queued", "url": f"/api/runs/{run_id}"}
+    assert response.headers["Location"] == f"/api/runs/{run_id}"
+    summary = poll(api, run_id)
+    assert summary["status"] == "succeeded", summary["error"]
+    assert summary["result"] == {"sum": expected_sum(3000)} == {"sum": 8995500500}
+    assert (summary["chunks_done"], summary["chunks_total"]) == (8, 8)
+    assert summary["trigger"] == "api:tests"
+    assert summary["params"] == {"n": 3000, "fail_chunk": None}
+    assert summary["error"] is None
+
+
+@pytest.mark.parametrize("body", [None, {}, {"params": {}}])
+def test_a_run_without_params_uses_the_defaults(
+    api: FlaskClient, worker: Path, body: dict | None
+) -> None:
+    response = api.post(f"/api/jobs/{SUM}/runs", json=body)
+    assert response.status_code == 202
+    summary = poll(api, response.json["run_id"])
+    assert summary["params"] == {"n": 1000, "fail_chunk": None}
+    assert summary["result"] == {"sum": expected_sum(1000)}
+
+
+def test_a_failing_run_shows_its_error(api: FlaskClient, worker: Path) -> None:
+    response = api.post(f"/api/jobs/{SUM}/runs", json={"params": {"n": 800, "fail_chunk": 500}})
+    summary = poll(api, response.json["run_id"])
+    assert (summary["status"], summary["result"]) == ("failed", None)
+    assert "chunk 5: ValueError: chunk with item 500 failed on purpose" in summary["error"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "message"),
+    [
+        (
+            {"n": "many"},
+            "params.n",
+            "Input should be a valid integer, unable to parse string as an integer",
+        ),
+        ({"n": -1}, "params.n", "Input should be greater than or equal to 0"),
+        ({"n": 10, "bogus": 1}, "params.bogus", "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_params_are_a_400_and_no_run_is_written(
+    api: FlaskClient, core: Core, params: dict, field: str, message: str
+) -> None:
+    response = api.post(f"/api/jobs/{SUM}/runs", json={"params": params})
+    assert response.status_code == 400
+    assert response.json["errors"] == {field: message}
+    assert response.json["error"] == f"invalid params for {SUM}: {field[7:]}: {message}"
+    assert count(core, Run) == 0
+
+
+def test_a_model_level_params_error_is_keyed_params(api: FlaskClient, core: Core) -> None:
+    window = {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}
+    response = api.post("/api/jobs/reports.sales_summary/runs", json={"params": window})
+    assert response.status_code == 400
+    assert response.json["errors"] == {"params": "Value error, since must be before until"}
+    assert count(core, Run) == 0
+
+
+def test_unknown_job_and_unknown_run_are_404(api: FlaskClient, core: Core) -> None:
+    response = api.post("/api/jobs/reports.nope/runs", json={"params": {}})
+    assert (response.status_code, response.json) == (404, {"error": "unknown job 'reports.nope'"})
+    response = api.get("/api/runs/no-such-run")
+    assert (response.status_code, response.json) == (404, {"error": "run no-such-run not found"})
+    assert count(core, Run) == 0
+
+
+# Malformed requests
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data", "error"),
+    [
+        ("POST", f"/api/jobs/{SUM}/runs", "{", "the request body is not valid JSON: "),
+        ("POST", f"/api/jobs/{SUM}/runs", "n=5", "the request body is not valid JSON: "),
+        ("POST", f"/api/jobs/{SUM}/runs", b"\xff\xfe{", "the request body is not valid JSON: "),
+        ("POST", f"/api/jobs/{SUM}/runs", '{"params": {"n": NaN}}', "the request body is not"),
+        ("POST", f"/api/jobs/{SUM}/runs", "[1, 2]", "the request body must be a JSON object"),
+        ("POST", f"/api/jobs/{SUM}/runs", '"n"', "the request body must be a JSON object"),
+        ("POST", f"/api/jobs/{SUM}/runs", "null", "the request body must be a JSON object"),
+        ("POST", f"/api/jobs/{SUM}/runs", '{"params": [1]}', "params must be a JSON object"),
+        ("POST", f"/api/jobs/{SUM}/runs", '{"params": null}', "params must be a JSON object"),
+        ("POST", f"/api/jobs/{SUM}/runs", '{"params": "n=5"}', "params must be a JSON object"),
+        (
+            "POST",
+            f"/api/jobs/{SUM}/runs",
+            '{"n": 5}',
+            "unknown field(s) in the request body: n",
+        ),
+        ("POST", "/api/schedules", "", "the request body must be a JSON object"),
+        ("POST", "/api/schedules", "{nope", "the request body is not valid JSON: "),
+        ("POST", "/api/schedules", "[]", "the request body must be a JSON object"),
+        ("PUT", "/api/schedules/hourly", "", "the request body must be a JSON object"),
+        ("PUT", "/api/schedules/hourly", "42", "the request body must be a JSON object"),
+    ],
+)
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
+def test_malformed_bodies_are_a_json_400(
+    api: FlaskClient,
+    core: Core,
+    method: str,
+    path: str,
+    data: str | bytes,
+    error: str,
+    content_type: str,
+) -> None:
+    response = api.open(path, method=method, data=data, content_type=content_type)
+    assert response.status_code == 400
+    assert response.mimetype == "application/json"
+    assert list(response.json) == ["error"]
+    assert response.json["error"].startswith(error)
+    assert count(core, Run) == count(core, Schedule) == count(core, AuditEntry) == 0
+
+
+def test_unknown_paths_and_methods_answer_in_json(api: FlaskClient) -> None:
+    response = api.get("/api/nope")
+    assert (response.status_code, response.mimetype) == (404, "application/json")
+    assert response.json["error"].startswith("The requested URL was not found on the server.")
+    response = api.delete("/api/jobs")
+    assert (response.status_code, response.mimetype) == (405, "application/json")
+    assert response.json == {"error": "The method is not allowed for the requested URL."}
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    response = api.patch("/api/schedules/hourly", json={})
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+
+
+# Schedules
+
+
+def test_create_stores_audits_and_writes_through(
+    api: FlaskClient, core: Core, celery_app: Celery
+) -> None:
+    response = api.post("/api/schedules", json=HOURLY)
+    assert response.status_code == 201
+    assert response.headers["Location"] == "/api/schedules/hourly"
+    assert response.json == HOURLY_STORED
+    with core.reading() as session:
+        assert schedules.schedule_as_dict(schedules.get_schedule(session, "hourly")) == (
+            HOURLY_STORED
+        )
+        audit = session.execute(
+            select(AuditEntry.actor, AuditEntry.action, AuditEntry.object_name)
+        ).all()
+    assert audit == [("api:tests", "create", "hourly")]
+    assert redbeat_exists(core, celery_app, "hourly")
+    assert redbeat_entry(celery_app, "hourly").schedule == CronSchedule("5 * * * *", "UTC")
+
+    assert api.get("/api/schedules").json == {"schedules": [HOURLY_STORED]}
+    assert api.get("/api/schedules/hourly").json == HOURLY_STORED
+
+
+def test_create_keeps_only_given_params_coerced(api: FlaskClient) -> None:
+    body = {"name": "sums", "job": SUM, "params": {"n": "50"}, "interval_seconds": 30}
+    response = api.post("/api/schedules", json=body)
+    assert response.status_code == 201
+    assert response.json["params"] == {"n": 50}
+    assert (response.json["cron"], response.json["interval_seconds"]) == (None, 30)
+
+
+def test_duplicate_create_is_a_409(api: FlaskClient, core: Core) -> None:
+    assert api.post("/api/schedules", json=HOURLY).status_code == 201
+    response = api.post("/api/schedules", json={**HOURLY, "cron": "9 * * * *"})
+    assert (response.status_code, response.json) == (
+        409,
+        {"error": "schedule 'hourly' already exists"},
+    )
+    assert api.get("/api/schedules/hourly").json["cron"] == "5 * * * *"
+    assert count(core, AuditEntry) == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"cron": "61 * * * *"}, "cron", "bad cron line '61 * * * *': "),
+        ({"cron": "* * *"}, "cron", "expected 5 fields, got '* * *'"),
+        ({"timezone": "Moon/Base"}, "timezone", "unknown timezone 'Moon/Base'"),
+        ({"job": "reports.nope"}, "job", "unknown job 'reports.nope'"),
+        ({"params": {"since": "yesterday"}}, "params.since", "Input should be a valid datetime"),
+        ({"job": SUM, "params": {"n": "many"}}, "params.n", "Input should be a valid integer"),
+        ({"params": [1]}, "params", "Input should be a valid dictionary"),
+        ({"cron": None, "interval_seconds": 0}, "interval_seconds", "must be at least 1 second"),
+        ({"name": "bad name!"}, "name", "String should match pattern"),
+        ({"name": None}, "name", "Input should be a valid string"),
+        ({"overlap": "sometimes"}, "overlap", "Input should be 'allow' or 'skip'"),
+        ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_schedule_is_a_400_and_nothing_is_stored(
+    api: FlaskClient,
+    core: Core,
+    celery_app: Celery,
+    changes: dict,
+    field: str,
+    message: str,
+) -> None:
+    response = api.post("/api/schedules", json={**HOURLY, **changes})
+    assert response.status_code == 400
+    assert list(response.json["errors"]) == [field]
+    assert response.json["errors"][field].startswith(message)
+    assert response.json["error"].startswith("invalid schedule: ")
+    assert count(core, Schedule) == count(core, AuditEntry) == 0
+    assert list(core.redis.scan_iter(match="batch:redbeat:*")) == []
+
+
+def test_missing_name_and_job_are_field_errors(api: FlaskClient, core: Core) -> None:
+    response = api.post("/api/schedules", json={"cron": "5 * * * *"})
+    assert response.status_code == 400
+    assert response.json["errors"] == {"name": "Field required", "job": "Field required"}
+    assert count(core, Schedule) == 0
+
+
+def test_put_replaces_the_row_and_the_redbeat_entry(
+    api: FlaskClient, core: Core, celery_app: Celery
+) -> None:
+    assert api.post("/api/schedules", json=HOURLY).status_code == 201
+    replacement = {
+        "job": SUM,
+        "params": {"n": 20},
+        "interval_seconds": 90,
+        "overlap": "skip",
+        "description": "every 90 s",
+    }
+    response = api.put("/api/schedules/hourly", json=replacement)
+    expected = {
+        **HOURLY_STORED,
+        **replacement,
+        "cron": None,
+    }
+    assert (response.status_code, response.json) == (200, expected)
+    with core.reading() as session:
+        assert schedules.schedule_as_dict(schedules.get_schedule(session, "hourly")) == expected
+        audit = session.execute(
+            select(AuditEntry.actor, AuditEntry.action).order_by(AuditEntry.id)
+        ).all()
+    assert audit == [("api:tests", "create"), ("api:tests", "update")]
+    entry = redbeat_entry(celery_app, "hourly")
+    assert entry.schedule == IntervalSchedule(90)
+    assert (entry.task, entry.kwargs["job"], entry.kwargs["params"]) == (
+        "batch.start_run",
+        SUM,
+        {"n": 20},
+    )
+
+    # The same name in the body is allowed; leaving "enabled" out would re-enable it.
+    response = api.put(
+        "/api/schedules/hourly", json={**replacement, "name": "hourly", "enabled": False}
+    )
+    assert (response.status_code, response.json["enabled"]) == (200, False)
+    assert not redbeat_exists(core, celery_app, "hourly")
+    assert count(core, AuditEntry) == 3
+
+
+def test_put_errors(api: FlaskClient, core: Core, celery_app: Celery) -> None:
+    response = api.put("/api/schedules/hourly", json=HOURLY)
+    assert (response.status_code, response.json) == (404, {"error": "schedule 'hourly' not found"})
+    assert count(core, Schedule) == 0
+    assert not redbeat_exists(core, celery_app, "hourly")
+
+    assert api.post("/api/schedules", json=HOURLY).status_code == 201
+    response = api.put("/api/schedules/hourly", json={**HOURLY, "name": "daily"})
+    assert response.status_code == 400
+    assert response.json["errors"] == {"name": "must be 'hourly' (the name in the URL) or left out"}
+    response = api.put("/api/schedules/hourly", json={**HOURLY, "timezone": "Mars/Olympus"})
+    assert response.status_code == 400
+    assert response.json["errors"] == {"timezone": "unknown timezone 'Mars/Olympus'"}
+    assert api.get("/api/schedules/hourly").json == HOURLY_STORED
+    assert api.get("/api/schedules/daily").status_code == 404
+    assert count(core, AuditEntry) == 1
+    assert redbeat_entry(celery_app, "hourly").schedule == CronSchedule("5 * * * *", "UTC")
+
+
+def test_delete_then_404(api: FlaskClient, core: Core, celery_app: Celery) -> None:
+    assert api.post("/api/schedules", json=HOURLY).status_code == 201
+    response = api.delete("/api/schedules/hourly")
+    assert (response.status_code, response.data) == (204, b"")
+    assert count(core, Schedule) == 0
+    assert not redbeat_exists(core, celery_app, "hourly")
+    with core.reading() as session:
+        audit = session.execute(
+            select(AuditEntry.actor, AuditEntry.action).order_by(AuditEntry.id)
+        ).all()
+    assert audit == [("api:tests", "create"), ("api:tests", "delete")]
+    for response in (api.get("/api/schedules/hourly"), api.delete("/api/schedules/hourly")):
+        assert (response.status_code, response.json) == (
+            404,
+            {"error": "schedule 'hourly' not found"},
+        )
+    assert api.get("/api/schedules").json == {"schedules": []}
