@@ -133,6 +133,18 @@ def write_entry(celery: Celery, row: Schedule) -> None:
     entry_for(celery, row, last_run_at or utcnow()).save()
 
 
+def last_fire_times(celery: Celery, names: list[str]) -> dict[str, datetime | None]:
+    """Each named schedule's last fire time as RedBeat holds it, in one Redis round trip."""
+    with get_redis(celery).pipeline() as pipe:
+        for name in names:
+            pipe.hget(BatchEntry.generate_key(celery, name), "meta")
+        metas = pipe.execute()
+    return {
+        name: BatchEntry.decode_meta(meta).get("last_run_at")
+        for name, meta in zip(names, metas, strict=True)
+    }
+
+
 def delete_entry(celery: Celery, name: str) -> None:
     """Remove a schedule's RedBeat entry (no-op if absent)."""
     BatchEntry(name=name, app=celery).delete()

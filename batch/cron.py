@@ -2,7 +2,8 @@
 
 Both are Celery schedules (``is_due``/``remaining_estimate``) with two exact helpers the
 beat relies on: ``next_after(t)``, the first fire time after ``t``, and ``latest_due(last,
-now)``, the newest fire time that is due (missed fires coalesce into one).
+now)``, the newest fire time that is due (missed fires coalesce into one). For people there
+are ``describe()``, the schedule in words, and ``upcoming(count, after)``, the next fire times.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from batch.db import utcnow
 from batch.exceptions import InvalidSchedule
 
 MIN_INTERVAL_SECONDS = 1
+#: The largest value the INTEGER column holds (about 68 years); far larger ones overflow dates.
+MAX_INTERVAL_SECONDS = 2**31 - 1
+WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 
 
 def parse_timezone(name: str) -> ZoneInfo:
@@ -35,6 +39,18 @@ class FireTimes(BaseSchedule):
 
     def latest_due(self, last: datetime | None, now: datetime) -> datetime:
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """The schedule in words, for people."""
+        raise NotImplementedError
+
+    def upcoming(self, count: int, after: datetime) -> list[datetime]:
+        """The next ``count`` fire times after ``after`` (aware), in UTC."""
+        times, moment = [], after
+        for _ in range(count):
+            moment = self.next_after(moment)
+            times.append(moment.astimezone(UTC))
+        return times
 
     def remaining_estimate(self, last_run_at: datetime) -> timedelta:
         return self.next_after(last_run_at) - utcnow()
@@ -84,6 +100,11 @@ class CronSchedule(FireTimes):
             fire = following
         return fire
 
+    def describe(self) -> str:
+        """In words, e.g. ``every hour at :05 (Europe/Berlin)``; else ``cron <line> (<zone>)``."""
+        phrase = _cron_phrase(*self.cron.split())
+        return f"{phrase or 'cron ' + self.cron} ({self.timezone})"
+
     def __repr__(self) -> str:
         return f"<cron {self.cron} ({self.timezone})>"
 
@@ -103,6 +124,9 @@ class IntervalSchedule(FireTimes):
         super().__init__()
         if seconds < MIN_INTERVAL_SECONDS:
             raise InvalidSchedule({"interval_seconds": "must be at least 1 second"})
+        if seconds > MAX_INTERVAL_SECONDS:
+            message = f"must be at most {MAX_INTERVAL_SECONDS} seconds (about 68 years)"
+            raise InvalidSchedule({"interval_seconds": message})
         self.seconds = seconds
         self.every = timedelta(seconds=seconds)
 
@@ -115,6 +139,13 @@ class IntervalSchedule(FireTimes):
         missed = max(1, int((now - last) / self.every))
         return last + missed * self.every
 
+    def describe(self) -> str:
+        """In words, e.g. ``every 15 minutes`` or ``every 2 hours``."""
+        for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+            if self.seconds % size == 0:
+                return _every(self.seconds // size, unit)
+        raise AssertionError("unreachable: every whole number of seconds has a unit")
+
     def __repr__(self) -> str:
         return f"<every {self.seconds}s>"
 
@@ -122,6 +153,42 @@ class IntervalSchedule(FireTimes):
         return isinstance(other, IntervalSchedule) and other.seconds == self.seconds
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _every(count: int, unit: str) -> str:
+    return f"every {unit}" if count == 1 else f"every {count} {unit}s"
+
+
+def _step(field: str, period: int) -> int | None:
+    """N for a ``*/N`` field whose fires are evenly spaced over ``period``, else None."""
+    if not field.startswith("*/") or not field[2:].isdigit():
+        return None
+    step = int(field[2:])
+    return step if step and period % step == 0 else None
+
+
+def _cron_phrase(minute: str, hour: str, day: str, month: str, weekday: str) -> str | None:
+    """A cron line's usual shapes in words; None when no simple phrase fits."""
+    at = f"{int(hour):02d}:{int(minute):02d}" if minute.isdigit() and hour.isdigit() else None
+    if month != "*":
+        return None
+    if day != "*":
+        monthly = at and day.isdigit() and weekday == "*"
+        return f"every month on day {int(day)} at {at}" if monthly else None
+    if weekday != "*":
+        named = weekday.isdigit() and int(weekday) <= 7
+        return f"every {WEEKDAYS[int(weekday) % 7]} at {at}" if at and named else None
+    if at:
+        return f"every day at {at}"
+    if hour == "*" and minute == "*":
+        return "every minute"
+    if hour == "*" and minute.isdigit():
+        return f"every hour at :{int(minute):02d}"
+    if hour == "*" and (minutes := _step(minute, 60)):
+        return _every(minutes, "minute")
+    if minute.isdigit() and (hours := _step(hour, 24)):
+        return f"{_every(hours, 'hour')} at :{int(minute):02d}"
+    return None
 
 
 def make_schedule(
@@ -133,4 +200,5 @@ def make_schedule(
     if cron:
         return CronSchedule(cron, timezone)
     assert interval_seconds is not None
+    parse_timezone(timezone)  # shown in that zone, so it must exist
     return IntervalSchedule(interval_seconds)

@@ -8,19 +8,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from celery import Celery
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from batch import beat
 from batch.constants import QUEUES
 from batch.core import Core
-from batch.cron import make_schedule
+from batch.cron import MAX_INTERVAL_SECONDS, make_schedule
 from batch.db import utcnow
 from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
 from batch.models import AuditEntry, Run, Schedule
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
+#: Names the admin's URLs use under /schedules/.
+RESERVED_NAMES = frozenset({"new", "preview"})
 AUDITED_FIELDS = (
     "job",
     "params",
@@ -51,31 +53,78 @@ class ScheduleSpec(BaseModel):
     overlap: Literal["allow", "skip"] = "allow"
     queue: Literal[QUEUES] | None = None  # type: ignore[valid-type]
     priority: int | None = Field(default=None, ge=0, le=9)
-    deadline_seconds: int | None = Field(default=None, ge=1)
+    deadline_seconds: int | None = Field(default=None, ge=1, le=MAX_INTERVAL_SECONDS)
     description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_NAMES:
+            raise ValueError(f"{name!r} is reserved: choose another name")
+        return name
 
 
 def validate_schedule(core: Core, data: Mapping[str, Any]) -> ScheduleSpec:
-    """Check everything about a schedule before it is stored; raises InvalidSchedule."""
+    """Check everything about a schedule before it is stored; raises InvalidSchedule.
+
+    Every problem is reported at once: fields, the job and its params, and the timing.
+    """
+    raw = dict(data)
+    errors: dict[str, str] = {}
+    spec: ScheduleSpec | None = None
     try:
-        spec = ScheduleSpec.model_validate(dict(data))
+        spec = ScheduleSpec.model_validate(raw)
     except ValidationError as exc:
-        errors = {".".join(map(str, e["loc"])) or "schedule": e["msg"] for e in exc.errors()}
-        raise InvalidSchedule(errors) from None
-    try:
-        job = core.jobs.get(spec.job)
-    except UnknownJob as exc:
-        raise InvalidSchedule({"job": str(exc)}) from None
-    try:
-        validated = job.validate_params(spec.params, now=utcnow())
-    except InvalidParams as exc:
-        raise InvalidSchedule(
-            {("params" if k == "params" else f"params.{k}"): v for k, v in exc.errors.items()}
-        ) from None
-    make_schedule(cron=spec.cron, timezone=spec.timezone, interval_seconds=spec.interval_seconds)
-    # Keep only what was given (coerced): time-relative defaults resolve at each fire.
-    given = validated.model_dump(mode="json", include=validated.model_fields_set)
+        for error in exc.errors():
+            errors.setdefault(".".join(map(str, error["loc"])) or "schedule", error["msg"])
+    given = _check_job_and_params(core, raw, errors)
+    _check_timing(spec, raw, errors)
+    if errors or spec is None:
+        raise InvalidSchedule(errors)
+    # Keep only the params given (coerced): time-relative defaults resolve at each fire.
     return spec.model_copy(update={"params": given})
+
+
+def _check_job_and_params(
+    core: Core, raw: dict[str, Any], errors: dict[str, str]
+) -> dict[str, Any]:
+    job_name, params = raw.get("job"), raw.get("params", {})
+    if not isinstance(job_name, str) or "job" in errors:
+        return {}
+    try:
+        job = core.jobs.get(job_name)
+    except UnknownJob as exc:
+        errors["job"] = str(exc)
+        return {}
+    if not isinstance(params, Mapping):
+        return {}
+    try:
+        validated = job.validate_params(params, now=utcnow())
+    except InvalidParams as exc:
+        for key, message in exc.errors.items():
+            errors.setdefault("params" if key == "params" else f"params.{key}", message)
+        return {}
+    return validated.model_dump(mode="json", include=validated.model_fields_set)
+
+
+def _check_timing(spec: ScheduleSpec | None, raw: dict[str, Any], errors: dict[str, str]) -> None:
+    if spec is not None:
+        cron, timezone, interval = spec.cron, spec.timezone, spec.interval_seconds
+    else:
+        cron, timezone, interval = (raw.get(f) for f in ("cron", "timezone", "interval_seconds"))
+        timezone = "UTC" if timezone is None else timezone
+        types_ok = (
+            isinstance(cron, str | None)
+            and isinstance(timezone, str)
+            and (interval is None or type(interval) is int)
+        )
+        if not types_ok or {"cron", "timezone", "interval_seconds"} & errors.keys():
+            return
+    try:
+        make_schedule(cron=cron, timezone=timezone, interval_seconds=interval)
+    except InvalidSchedule as exc:
+        for key, message in exc.errors.items():
+            errors.setdefault(key, message)
 
 
 def snapshot(row: Schedule) -> dict[str, Any]:

@@ -69,3 +69,77 @@ def test_bad_timing_is_rejected(kwargs: dict, field: str) -> None:
     with pytest.raises(InvalidSchedule) as raised:
         make_schedule(**kwargs)
     assert list(raised.value.errors) == [field]
+
+
+@pytest.mark.parametrize(
+    ("cron", "timezone", "words"),
+    [
+        ("5 * * * *", "Europe/Berlin", "every hour at :05 (Europe/Berlin)"),
+        ("30 3 * * *", "Europe/Berlin", "every day at 03:30 (Europe/Berlin)"),
+        ("* * * * *", "UTC", "every minute (UTC)"),
+        ("*/15 * * * *", "UTC", "every 15 minutes (UTC)"),
+        ("*/1 * * * *", "UTC", "every minute (UTC)"),
+        ("0 */2 * * *", "UTC", "every 2 hours at :00 (UTC)"),
+        ("0 9 * * 1", "UTC", "every Monday at 09:00 (UTC)"),
+        ("0 9 * * 7", "UTC", "every Sunday at 09:00 (UTC)"),
+        ("15 0 1 * *", "UTC", "every month on day 1 at 00:15 (UTC)"),
+        # No simple phrase: the line itself.
+        ("5 4 * * 1-5", "UTC", "cron 5 4 * * 1-5 (UTC)"),
+        ("*/7 * * * *", "UTC", "cron */7 * * * * (UTC)"),
+        ("0 */5 * * *", "UTC", "cron 0 */5 * * * (UTC)"),
+        ("5,35 * * * *", "UTC", "cron 5,35 * * * * (UTC)"),
+        ("0 0 1 1 *", "UTC", "cron 0 0 1 1 * (UTC)"),
+        ("0 9 * * mon", "UTC", "cron 0 9 * * mon (UTC)"),
+    ],
+)
+def test_cron_in_words(cron: str, timezone: str, words: str) -> None:
+    assert CronSchedule(cron, timezone).describe() == words
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (1, "every second"),
+        (90, "every 90 seconds"),
+        (60, "every minute"),
+        (900, "every 15 minutes"),
+        (3600, "every hour"),
+        (7200, "every 2 hours"),
+        (86400, "every day"),
+        (172800, "every 2 days"),
+        (3601, "every 3601 seconds"),
+    ],
+)
+def test_interval_in_words(seconds: int, words: str) -> None:
+    assert IntervalSchedule(seconds).describe() == words
+
+
+def test_upcoming_cron_fires_cross_the_autumn_change_once() -> None:
+    nightly = CronSchedule("30 2 * * *", "Europe/Berlin")
+    times = nightly.upcoming(3, datetime(2026, 10, 24, 12, tzinfo=UTC))
+    assert times == [
+        datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+        datetime(2026, 10, 26, 1, 30, tzinfo=UTC),
+        datetime(2026, 10, 27, 1, 30, tzinfo=UTC),
+    ]
+    assert all(moment.tzinfo is UTC for moment in times)
+
+
+def test_upcoming_interval_fires_count_from_the_given_time() -> None:
+    start = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
+    assert IntervalSchedule(900).upcoming(3, start) == [
+        datetime(2026, 11, 25, 10, 15, tzinfo=UTC),
+        datetime(2026, 11, 25, 10, 30, tzinfo=UTC),
+        datetime(2026, 11, 25, 10, 45, tzinfo=UTC),
+    ]
+    assert IntervalSchedule(60).upcoming(0, start) == []
+
+
+def test_an_interval_too_large_for_its_column_is_rejected() -> None:
+    assert IntervalSchedule(2**31 - 1).seconds == 2**31 - 1
+    for seconds in (2**31, 10**20):
+        with pytest.raises(InvalidSchedule) as raised:
+            IntervalSchedule(seconds)
+        assert raised.value.errors == {
+            "interval_seconds": "must be at most 2147483647 seconds (about 68 years)"
+        }

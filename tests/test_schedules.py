@@ -56,6 +56,9 @@ def count(core: Core, model: type) -> int:
         ({"cron": None, "interval_seconds": 0}, "interval_seconds"),
         ({"interval_seconds": 60}, "cron"),
         ({"name": "bad name!"}, "name"),
+        ({"name": "preview"}, "name"),
+        ({"cron": None, "interval_seconds": 60, "timezone": "Mars/Base"}, "timezone"),
+        ({"deadline_seconds": 2**31}, "deadline_seconds"),
         ({"overlap": "sometimes"}, "overlap"),
     ],
 )
@@ -67,6 +70,13 @@ def test_bad_schedule_is_rejected_and_nothing_changes(
     assert field in raised.value.errors
     assert count(core, Schedule) == count(core, AuditEntry) == 0
     assert redbeat_keys(core) == []
+
+
+def test_every_problem_is_reported_at_once(core: Core) -> None:
+    bad = {**HOURLY, "cron": "61 * * * *", "params": {"since": "soon"}, "priority": 12}
+    with pytest.raises(InvalidSchedule) as raised:
+        schedules.validate_schedule(core, bad)
+    assert sorted(raised.value.errors) == ["cron", "params.since", "priority"]
 
 
 def test_duplicate_create_is_a_conflict(core: Core, celery_app: Celery) -> None:

@@ -1,7 +1,465 @@
-"""Admin pages: schedules."""
+"""Admin pages: schedules (list, details with the audit log, create, edit, enable, disable,
+delete, run now) and the fire-time preview the form asks for as the user types.
+
+Views stay thin: batch.schedules validates, stores, audits and writes through to RedBeat,
+batch.runs queues runs and batch.cron says when a schedule fires. This module only reads
+the form, calls them and shows their errors at the fields.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from functools import cache
+from typing import Any, Literal
+from zoneinfo import available_timezones
+
+from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
+from werkzeug.datastructures import MultiDict
+
+from batch import runs, schedules
+from batch.beat import last_fire_times
+from batch.constants import QUEUES
+from batch.cron import FireTimes, make_schedule
+from batch.db import utcnow
+from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
+from batch.jobs import Job
+from batch.models import AuditEntry, Run, Schedule
+from batch.web import current_celery, current_core
 
 blueprint = Blueprint("schedules", __name__, url_prefix="/schedules")
+
+PREVIEW_COUNT = 5
+DATE_TIME_EXAMPLE = "2026-01-31T00:00:00+00:00"
+INPUT_OF_TYPE = {"integer": "number", "number": "number", "boolean": "checkbox"}
+#: Fields of the form with an input of their own; errors for other keys go above the form.
+FORM_FIELDS = (
+    "name",
+    "job",
+    "cron",
+    "timezone",
+    "interval_seconds",
+    "enabled",
+    "overlap",
+    "queue",
+    "priority",
+    "deadline_seconds",
+    "description",
+)
+TEXT_FIELDS = tuple(f for f in FORM_FIELDS if f not in ("enabled",))
+Mode = Literal["create", "update"]
+
+
+# --- The list, the details and the preview ---------------------------------------------------
+
+
+@blueprint.get("/")
+def index() -> str:
+    """Every schedule: job, timing in words, next fire, last run and whether it is on."""
+    with current_core().reading() as session:
+        rows = schedules.list_schedules(session)
+        last = schedules.last_runs(session, [row.name for row in rows])
+    last_fires = last_fire_times(current_celery(), [row.name for row in rows if row.enabled])
+    items = [_summary(row, last.get(row.name), last_fires.get(row.name)) for row in rows]
+    return render_template("schedules/index.html", items=items)
+
+
+@blueprint.get("/<name>")
+def detail(name: str) -> str:
+    """One schedule: its settings, next fire times, last run and audit log."""
+    return _render_detail(name)
+
+
+@blueprint.get("/preview")
+def preview() -> ResponseReturnValue:
+    """The next five fire times of a cron line or interval, as ISO strings in its zone."""
+    args = request.args
+    try:
+        timing = make_schedule(
+            cron=args.get("cron", "").strip() or None,
+            timezone=args.get("timezone", "").strip() or "UTC",
+            interval_seconds=_whole_number(args.get("interval_seconds", "")),
+        )
+    except InvalidSchedule as exc:
+        return jsonify(errors=exc.errors), 400
+    zone = _zone(timing)
+    times = timing.upcoming(PREVIEW_COUNT, utcnow())
+    return jsonify(times=[moment.astimezone(zone).isoformat() for moment in times])
+
+
+# --- Create and edit ---------------------------------------------------------------------------
+
+
+@blueprint.route("/new", methods=["GET", "POST"])
+def new() -> ResponseReturnValue:
+    """The form for a new schedule (``?job=`` picks the job shown first)."""
+    if request.method == "POST":
+        return _submit(ScheduleForm.from_request(request.form, name=None), mode="create")
+    return _render_form(ScheduleForm.blank(request.args.get("job")), mode="create")
+
+
+@blueprint.route("/<name>/edit", methods=["GET", "POST"])
+def edit(name: str) -> ResponseReturnValue:
+    """The form for an existing schedule (its name cannot change)."""
+    if request.method == "POST":
+        return _submit(ScheduleForm.from_request(request.form, name=name), mode="update")
+    with current_core().reading() as session:
+        row = _get_or_404(session, name)
+    return _render_form(ScheduleForm.from_row(row), mode="update")
+
+
+def _submit(form: ScheduleForm, *, mode: Mode) -> ResponseReturnValue:
+    if form.params_job != form.job:
+        # The job changed without JavaScript: show its params fields before saving.
+        form.notice = f"Params fields for {form.job} are shown below: check them and save."
+        form.params_job = form.job
+        return _render_form(form, mode=mode)
+    try:
+        spec = schedules.validate_schedule(current_core(), form.data())
+        row = schedules.save_schedule(
+            current_core(), current_celery(), spec, actor=g.actor, mode=mode
+        )
+    except InvalidSchedule as exc:
+        form.errors = _field_errors(exc.errors)
+        return _render_form(form, mode=mode), 400
+    except Conflict as exc:
+        form.errors = {"name": str(exc)}
+        return _render_form(form, mode=mode), 409
+    except NotFound:
+        abort(404)
+    flash(f"Schedule {row.name} {'created' if mode == 'create' else 'saved'}.")
+    return redirect(url_for(".detail", name=row.name))
+
+
+# --- Enable, disable, delete, run now ----------------------------------------------------------
+
+
+@blueprint.post("/<name>/enable")
+def enable(name: str) -> ResponseReturnValue:
+    """Turn a schedule on: it gets its RedBeat entry back."""
+    return _set_enabled(name, True)
+
+
+@blueprint.post("/<name>/disable")
+def disable(name: str) -> ResponseReturnValue:
+    """Turn a schedule off: its RedBeat entry is removed."""
+    return _set_enabled(name, False)
+
+
+def _set_enabled(name: str, enabled: bool) -> ResponseReturnValue:
+    try:
+        schedules.set_enabled(current_core(), current_celery(), name, enabled, actor=g.actor)
+    except NotFound:
+        abort(404)
+    flash(f"Schedule {name} {'enabled' if enabled else 'disabled'}.")
+    back = request.form.get("back") == "index"
+    return redirect(url_for(".index") if back else url_for(".detail", name=name))
+
+
+@blueprint.post("/<name>/delete")
+def delete(name: str) -> ResponseReturnValue:
+    """Delete a schedule from SQL and RedBeat (the audit log keeps its history)."""
+    try:
+        schedules.remove_schedule(current_core(), current_celery(), name, actor=g.actor)
+    except NotFound:
+        abort(404)
+    flash(f"Schedule {name} deleted.")
+    return redirect(url_for(".index"))
+
+
+@blueprint.post("/<name>/run")
+def run_now(name: str) -> ResponseReturnValue:
+    """Queue a run of the schedule's job with its params now; shows the run."""
+    with current_core().reading() as session:
+        row = _get_or_404(session, name)
+    trigger = f"{g.actor} via schedule {name}"
+    try:
+        run_id = runs.submit_run(
+            current_core(), current_celery(), row.job, row.params, trigger=trigger
+        )
+    except (UnknownJob, InvalidParams) as exc:
+        return _render_detail(name, error=f"Not run: {exc}"), 400
+    return redirect(f"/runs/{run_id}")
+
+
+# --- Pages -------------------------------------------------------------------------------------
+
+
+def _render_detail(name: str, *, error: str | None = None) -> str:
+    with current_core().reading() as session:
+        row = _get_or_404(session, name)
+        last = schedules.last_runs(session, [name]).get(name)
+        trail = schedules.audit_trail(session, name)
+    last_fire = last_fire_times(current_celery(), [name]).get(name) if row.enabled else None
+    timing = _timing(row)
+    upcoming: list[str] = []
+    if row.enabled and isinstance(timing, FireTimes):
+        moments = timing.upcoming(PREVIEW_COUNT, last_fire or utcnow())
+        upcoming = [_show_time(moment, _zone(timing)) for moment in moments]
+    return render_template(
+        "schedules/detail.html",
+        item=_summary(row, last, last_fire),
+        schedule=schedules.schedule_as_dict(row),
+        upcoming=upcoming,
+        audit=[_audit_view(entry) for entry in trail],
+        error=error,
+    )
+
+
+def _render_form(form: ScheduleForm, *, mode: Mode) -> str:
+    jobs = {job.name: _job_view(job) for job in current_core().jobs}
+    return render_template(
+        "schedules/form.html",
+        form=form,
+        mode=mode,
+        jobs=jobs,
+        fields=jobs[form.job]["fields"] if form.job in jobs else [],
+        queues=QUEUES,
+        timezones=_timezones(),
+        other_errors={k: v for k, v in form.errors.items() if not _shown_at_field(k, form, jobs)},
+    )
+
+
+@cache
+def _timezones() -> list[str]:
+    return sorted(available_timezones())
+
+
+def _shown_at_field(key: str, form: ScheduleForm, jobs: dict[str, dict[str, Any]]) -> bool:
+    fields = jobs.get(form.job, {}).get("fields", [])
+    return key in FORM_FIELDS or key == "params" or key in {f"params.{f['name']}" for f in fields}
+
+
+def _get_or_404(session: Session, name: str) -> Schedule:
+    try:
+        return schedules.get_schedule(session, name)
+    except NotFound:
+        abort(404)
+
+
+def _summary(row: Schedule, last: Run | None, last_fire: datetime | None) -> dict[str, Any]:
+    """What the list and the details show about one schedule."""
+    timing = _timing(row)
+    next_fire = None
+    if row.enabled and isinstance(timing, FireTimes):
+        next_fire = _show_time(timing.next_after(last_fire or utcnow()), _zone(timing))
+    return {
+        "name": row.name,
+        "job": row.job,
+        "enabled": row.enabled,
+        "words": timing.describe() if isinstance(timing, FireTimes) else timing,
+        "next_fire": next_fire,
+        "last_run": last,
+        "last_run_at": _show_time(last.created_at, UTC) if last else None,
+        "description": row.description,
+    }
+
+
+def _timing(row: Schedule) -> FireTimes | str:
+    """The row's schedule, or why it cannot be built (a row stored before a rule changed)."""
+    try:
+        return make_schedule(
+            cron=row.cron, timezone=row.timezone, interval_seconds=row.interval_seconds
+        )
+    except InvalidSchedule as exc:
+        return f"invalid: {'; '.join(exc.errors.values())}"
+
+
+def _zone(timing: FireTimes) -> tzinfo:
+    # Intervals have no zone of their own: their times are shown in UTC.
+    return getattr(timing, "zone", UTC)
+
+
+def _show_time(moment: datetime, zone: tzinfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _audit_view(entry: AuditEntry) -> dict[str, Any]:
+    """Who, when, what: the fields that changed with their values before and after."""
+    before, after = entry.before or {}, entry.after or {}
+    changes = [
+        (name, _show_value(before.get(name)), _show_value(after.get(name)))
+        for name in schedules.AUDITED_FIELDS
+        if before.get(name) != after.get(name)
+        and not (_blank(before.get(name)) and _blank(after.get(name)))
+    ]
+    return {
+        "at": _show_time(entry.at, UTC),
+        "actor": entry.actor,
+        "action": entry.action,
+        "changes": changes,
+    }
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value == "" or value == {}
+
+
+def _show_value(value: Any) -> str:
+    if value is None:
+        return "—"
+    return json.dumps(value) if isinstance(value, dict | list | bool) else str(value)
+
+
+# --- The form ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ScheduleForm:
+    """What the schedule form shows and sends back: raw text, kept as typed."""
+
+    values: dict[str, str]
+    enabled: bool
+    params: dict[str, str]
+    #: The job the params fields were drawn for (differs from ``job`` after a no-JS switch).
+    params_job: str
+    errors: dict[str, str] = field(default_factory=dict)
+    notice: str = ""
+
+    @property
+    def job(self) -> str:
+        return self.values["job"]
+
+    @classmethod
+    def blank(cls, job: str | None) -> ScheduleForm:
+        """An empty form; ``job`` (if registered) else the first job is selected."""
+        names = [registered.name for registered in current_core().jobs]
+        chosen = job if job in names else (names[0] if names else "")
+        values = dict.fromkeys(TEXT_FIELDS, "") | {"job": chosen, "timezone": "UTC"}
+        return cls(values=values | {"overlap": "allow"}, enabled=True, params={}, params_job=chosen)
+
+    @classmethod
+    def from_row(cls, row: Schedule) -> ScheduleForm:
+        """The form filled in with a stored schedule."""
+        data = schedules.schedule_as_dict(row)
+        values = {name: "" if data[name] is None else str(data[name]) for name in TEXT_FIELDS}
+        params = {key: _param_text(value) for key, value in data["params"].items()}
+        return cls(values=values, enabled=row.enabled, params=params, params_job=row.job)
+
+    @classmethod
+    def from_request(cls, form: MultiDict[str, str], *, name: str | None) -> ScheduleForm:
+        """The form as posted; ``name`` comes from the URL when editing."""
+        values = {key: form.get(key, "") for key in TEXT_FIELDS}
+        if name is not None:
+            values["name"] = name
+        params_job = form.get("params_job", values["job"])
+        # A checkbox follows a hidden "false" of the same name: the last value wins.
+        posted = {
+            spec["name"]: form.getlist(f"params.{spec['name']}") for spec in _job_fields(params_job)
+        }
+        params = {key: texts[-1] if texts else "" for key, texts in posted.items()}
+        return cls(values=values, enabled="enabled" in form, params=params, params_job=params_job)
+
+    def data(self) -> dict[str, Any]:
+        """The schedule for ``validate_schedule``: blanks mean "not given"."""
+        values = {key: value.strip() for key, value in self.values.items()}
+        return {
+            "name": values["name"],
+            "job": values["job"],
+            "params": self._given_params(),
+            "cron": values["cron"] or None,
+            "timezone": values["timezone"] or "UTC",
+            "interval_seconds": values["interval_seconds"] or None,
+            "enabled": self.enabled,
+            "overlap": values["overlap"],
+            "queue": values["queue"] or None,
+            "priority": values["priority"] or None,
+            "deadline_seconds": values["deadline_seconds"] or None,
+            "description": self.values["description"],
+        }
+
+    def _given_params(self) -> dict[str, Any]:
+        given = {}
+        for spec in _job_fields(self.job):
+            raw = self.params.get(spec["name"], "").strip()
+            if raw:
+                given[spec["name"]] = _param_value(spec["type"], raw)
+        return given
+
+
+def _job_view(job: Job) -> dict[str, Any]:
+    """A job as the form shows it (and as its script redraws the params fields)."""
+    return {"description": job.description, "queue": job.queue, "fields": _param_fields(job)}
+
+
+def _job_fields(name: str) -> list[dict[str, Any]]:
+    try:
+        return _param_fields(current_core().jobs.get(name))
+    except UnknownJob:
+        return []
+
+
+def _param_fields(job: Job) -> list[dict[str, Any]]:
+    """One input per property of the job's params JSON schema."""
+    schema = job.params_model.model_json_schema()
+    required = set(schema.get("required", ()))
+    properties = schema.get("properties", {})
+    return [_param_field(name, prop, name in required) for name, prop in properties.items()]
+
+
+def _param_field(name: str, prop: dict[str, Any], required: bool) -> dict[str, Any]:
+    options = [prop, *prop.get("anyOf", [])]
+    kind = next((o["type"] for o in options if o.get("type") not in (None, "null")), "string")
+    date_time = any(o.get("format") == "date-time" for o in options)
+    default = prop.get("default")
+    if required:
+        hint = "required"
+    elif default is None:
+        hint = "optional: blank means the job's default"
+    else:
+        hint = f"default {_param_text(default)}"
+    return {
+        "name": name,
+        "label": prop.get("title", name),
+        "type": kind,
+        "input": INPUT_OF_TYPE.get(kind, "text"),
+        "placeholder": DATE_TIME_EXAMPLE if date_time else _param_text(default),
+        "hint": hint,
+        "description": prop.get("description", ""),
+        "default": default,
+        "minimum": prop.get("minimum"),
+        "maximum": prop.get("maximum"),
+    }
+
+
+def _param_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _param_value(kind: str, raw: str) -> Any:
+    """A param as typed: JSON for arrays and objects; the schema coerces the rest."""
+    if kind == "boolean":
+        return raw == "true"
+    if kind in ("array", "object"):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _whole_number(raw: str) -> int | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidSchedule({"interval_seconds": "must be a whole number of seconds"}) from None
+
+
+def _field_errors(errors: dict[str, str]) -> dict[str, str]:
+    """Errors keyed by form field: ``priority.int`` -> ``priority``, ``params.n`` kept."""
+    keyed: dict[str, str] = {}
+    for key, message in errors.items():
+        parts = key.split(".")
+        short = ".".join(parts[:2]) if parts[0] == "params" else parts[0]
+        keyed.setdefault(short, message)
+    return keyed
