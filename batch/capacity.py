@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from celery import bootsteps
 
-from batch.constants import WORKER_CAPACITY_KEY_PREFIX
+from batch.constants import WORKER_CAPACITY_KEY_PREFIX, WORKER_NAMES_KEY
 
 TTL_SECONDS = 30
 RENEW_SECONDS = 10
@@ -25,23 +25,28 @@ _cache: dict[str, tuple[float, int]] = {}
 def announce(client: redis.Redis, hostname: str, concurrency: int, queues: list[str]) -> None:
     """Record that ``hostname`` runs ``concurrency`` processes on ``queues``."""
     payload = json.dumps({"concurrency": concurrency, "queues": queues})
-    client.set(WORKER_CAPACITY_KEY_PREFIX + hostname, payload, ex=TTL_SECONDS)
+    with client.pipeline() as pipe:
+        pipe.set(WORKER_CAPACITY_KEY_PREFIX + hostname, payload, ex=TTL_SECONDS)
+        pipe.sadd(WORKER_NAMES_KEY, hostname)
+        pipe.execute()
 
 
 def withdraw(client: redis.Redis, hostname: str) -> None:
     """Forget ``hostname`` (at a clean shutdown)."""
-    client.delete(WORKER_CAPACITY_KEY_PREFIX + hostname)
+    with client.pipeline() as pipe:
+        pipe.delete(WORKER_CAPACITY_KEY_PREFIX + hostname)
+        pipe.srem(WORKER_NAMES_KEY, hostname)
+        pipe.execute()
 
 
 def online_workers(client: redis.Redis) -> dict[str, dict[str, Any]]:
-    """Every announced worker node: hostname -> {concurrency, queues}."""
-    keys = list(client.scan_iter(match=WORKER_CAPACITY_KEY_PREFIX + "*", count=500))
-    values = client.mget(keys) if keys else []
-    return {
-        key.removeprefix(WORKER_CAPACITY_KEY_PREFIX): json.loads(value)
-        for key, value in zip(keys, values, strict=True)
-        if value
-    }
+    """Every announced worker node still alive: hostname -> {concurrency, queues}."""
+    names = sorted(client.smembers(WORKER_NAMES_KEY))
+    values = client.mget([WORKER_CAPACITY_KEY_PREFIX + name for name in names]) if names else []
+    gone = [name for name, value in zip(names, values, strict=True) if not value]
+    if gone:  # nodes that died without withdrawing: their keys expired
+        client.srem(WORKER_NAMES_KEY, *gone)
+    return {name: json.loads(value) for name, value in zip(names, values, strict=True) if value}
 
 
 def processes_for_queue(client: redis.Redis, queue: str) -> int:

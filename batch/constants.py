@@ -14,5 +14,6 @@ TASK_FAIL_RUN = "batch.fail_run"
 # Every Redis key we own starts with one of these.
 REDBEAT_KEY_PREFIX = "batch:redbeat:"
 WORKER_CAPACITY_KEY_PREFIX = "batch:workers:"
+WORKER_NAMES_KEY = "batch:worker-names"
 SCHEDULE_LOCK_KEY = "batch:schedule-lock"
 LOGIN_ATTEMPTS_KEY_PREFIX = "batch:login-attempts:"

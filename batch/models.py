@@ -37,6 +37,7 @@ class Run(Base):
         Index("ix_runs_status_created", "status", "created_at"),
         Index("ix_runs_created", "created_at"),
         Index("ix_runs_schedule_created", "schedule_name", "created_at"),
+        Index("ix_runs_job_status_created", "job", "status", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -27,7 +27,7 @@ from batch.constants import (
 )
 from batch.core import Core
 from batch.db import utcnow
-from batch.exceptions import BatchError, NotFound
+from batch.exceptions import BatchError, Conflict, NotFound
 from batch.jobs import Job, Partial, Spec
 from batch.models import FAILED, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Run, RunChunk
 
@@ -86,6 +86,20 @@ def submit_run(
             _finish(session, run_id, FAILED, error=f"could not queue: {_describe(exc)}")
         raise
     return run_id
+
+
+def retry_run(core: Core, celery: Celery, run_id: str, *, trigger: str) -> str:
+    """Submit a new run of a failed run's job with its params; returns the new run id.
+
+    ``trigger`` names who asks (``user:ann``); the new run's trigger adds "(retry of <id>)".
+    Raises NotFound for an unknown run and Conflict unless the run failed.
+    """
+    with core.reading() as session:
+        run = get_run(session, run_id)
+        job, params, status = run.job, run.params, run.status
+    if status != FAILED:
+        raise Conflict(f"run {run_id} is {status}: only a failed run can be retried")
+    return submit_run(core, celery, job, params, trigger=f"{trigger} (retry of {run_id})")
 
 
 def start_run(

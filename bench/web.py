@@ -15,6 +15,7 @@ import http.client
 import os
 import random
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -166,6 +167,16 @@ def load(port: int, cookie: str, paths: list[str], clients: int, per_client: int
     return latencies
 
 
+def web_command(port: int) -> list[str]:
+    """The Procfile's web command for ``port``, without access logging, run without a shell."""
+    line = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
+    )
+    command = line.split(":", 1)[1].replace("${PORT:-5000}", str(port))
+    words = shlex.split(command.replace("--access-logfile -", ""))
+    return [str(Path(sys.executable).parent / words[0]), *words[1:]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
@@ -199,10 +210,7 @@ def main() -> None:
             "SECRET_KEY": settings.secret_key,
             "PYTHONPATH": str(ROOT),
         }
-        procfile_web = (ROOT / "Procfile").read_text().splitlines()[0]
-        command = procfile_web.split(":", 1)[1].replace("${PORT:-5000}", str(port))
-        command = command.replace("--access-logfile -", "")
-        web = subprocess.Popen(command, shell=True, env=env, cwd=ROOT)
+        web = subprocess.Popen(web_command(port), env=env, cwd=ROOT)
         try:
             deadline = time.monotonic() + 30
             while True:

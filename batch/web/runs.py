@@ -1,7 +1,177 @@
-"""Admin pages: runs."""
+"""Admin pages: the runs list, one run's page, live progress and retry."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from flask import (
+    Blueprint,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from batch import queries, runs
+from batch.exceptions import Conflict, NotFound, UserError
+from batch.models import FAILED
+from batch.web import current_celery, current_core
 
 blueprint = Blueprint("runs", __name__, url_prefix="/runs")
+
+SCHEDULE_TRIGGER = "schedule:"
+TRIGGER_KINDS = {"user:": "user", "api:": "API token", "cli": "command line"}
+RETRY_RE = re.compile(r" \(retry of (?P<run_id>[^()]+)\)$")
+MAX_ID_LENGTH = 36
+
+
+def error_page(error: UserError) -> tuple[str, int]:
+    """A UserError as a page: 404 for NotFound, 409 for Conflict, else 400."""
+    status = 404 if isinstance(error, NotFound) else 409 if isinstance(error, Conflict) else 400
+    return render_template("runs/error.html", message=str(error), status=status), status
+
+
+blueprint.register_error_handler(UserError, error_page)
+
+
+def query_int(name: str, default: int) -> int:
+    """The whole number in query argument ``name`` (``default`` if absent), else UserError."""
+    raw = request.args.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserError(f"bad {name} {raw!r}: expected a whole number") from None
+
+
+@blueprint.get("/")
+def index() -> str:
+    """Runs, newest first, filtered by job and status, paged with an "older" cursor."""
+    core = current_core()
+    job = request.args.get("job") or None
+    status = request.args.get("status") or None
+    before = request.args.get("before") or None
+    limit = query_int("limit", queries.DEFAULT_PAGE)
+    if job is not None:
+        core.jobs.get(job)  # UnknownJob: a 400 naming the job
+    cursor = queries.Cursor.parse(before) if before else None
+    with core.reading() as session:
+        page = queries.list_runs(session, job=job, status=status, before=cursor, limit=limit)
+    return render_template(
+        "runs/index.html",
+        page=page,
+        job=job,
+        status=status,
+        limit_arg=limit if limit != queries.DEFAULT_PAGE else None,
+        first_page=cursor is None,
+        jobs=[j.name for j in core.jobs],
+        states=queries.RUN_STATES,
+    )
+
+
+@blueprint.get("/progress.json")
+def progress() -> Any:
+    """Status and chunks done/total of the runs in ``?ids=a,b,c`` (for the page poller)."""
+    ids = [part for part in request.args.get("ids", "").split(",") if part]
+    if any(len(run_id) > MAX_ID_LENGTH for run_id in ids):
+        return jsonify(error=f"bad run id: at most {MAX_ID_LENGTH} characters"), 400
+    try:
+        with current_core().reading() as session:
+            found = queries.run_progress(session, set(ids))
+    except UserError as exc:
+        return jsonify(error=str(exc)), 400
+    return jsonify(
+        runs={
+            run_id: {"status": p.status, "done": p.done, "total": p.total}
+            for run_id, p in found.items()
+        }
+    )
+
+
+@blueprint.get("/<run_id>")
+def show(run_id: str) -> str:
+    """One run: params, trigger, chunks, result and error."""
+    with current_core().reading() as session:
+        detail = queries.run_detail(session, run_id)
+    return render_template(
+        "runs/show.html",
+        detail=detail,
+        run=detail.run,
+        trigger=describe_trigger(detail.run.trigger),
+        can_retry=detail.run.status == FAILED,
+    )
+
+
+@blueprint.post("/<run_id>/retry")
+def retry(run_id: str) -> Any:
+    """Submit a new run with the failed run's job and params; go to it."""
+    new_id = runs.retry_run(current_core(), current_celery(), run_id, trigger=g.actor)
+    flash(f"Retry of run {run_id} queued.", "info")
+    return redirect(url_for("runs.show", run_id=new_id))
+
+
+def describe_trigger(trigger: str) -> dict[str, str | None]:
+    """Who or what started a run, from its trigger text: kind, name and retried run id."""
+    match = RETRY_RE.search(trigger)
+    retry_of = match["run_id"] if match else None
+    base = trigger[: match.start()] if match else trigger
+    if base.startswith(SCHEDULE_TRIGGER):
+        kind, name = "schedule", base.removeprefix(SCHEDULE_TRIGGER)
+    else:
+        kind, name = "other", base
+        for prefix, label in TRIGGER_KINDS.items():
+            if base.startswith(prefix):
+                kind, name = label, base.removeprefix(prefix)
+                break
+    return {"kind": kind, "name": name or None, "retry_of": retry_of}
+
+
+@blueprint.app_template_filter("duration")
+def format_duration(seconds: float | None) -> str:
+    """Seconds as "850 ms", "12.3 s", "4 min 05 s" or "2 h 03 min"; "-" for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@blueprint.app_template_filter("when")
+def format_when(value: datetime | None) -> str:
+    """A UTC timestamp to the second, "-" for None."""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+@blueprint.app_template_filter("pretty_json")
+def pretty_json(value: Any) -> str:
+    """Indented JSON for a <pre> block."""
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
+@blueprint.app_template_filter("compact_json")
+def compact_json(value: Any) -> str:
+    """One-line JSON."""
+    return json.dumps(value, sort_keys=True)
+
+
+@blueprint.app_template_filter("cents")
+def format_cents(cents: int | None) -> str:
+    """Integer cents as "1,234.56"."""
+    if cents is None:
+        return "-"
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}{whole:,}.{part:02d}"

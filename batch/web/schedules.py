@@ -182,7 +182,7 @@ def run_now(name: str) -> ResponseReturnValue:
         )
     except (UnknownJob, InvalidParams) as exc:
         return _render_detail(name, error=f"Not run: {exc}"), 400
-    return redirect(f"/runs/{run_id}")
+    return redirect(url_for("runs.show", run_id=run_id))
 
 
 # --- Pages -------------------------------------------------------------------------------------

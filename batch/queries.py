@@ -1,0 +1,494 @@
+"""Read-side queries for the admin pages and the API: bounded, indexed, never all rows.
+
+Each function reads a page (LIMIT) through an index or looks rows up by key, so its cost
+does not grow with the size of the ``runs`` table. The Redis readers (due schedules, queue
+lengths) take their client as an argument; ``overview`` uses the core's and the broker's.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import kombu.exceptions
+import redis
+from celery import Celery
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    and_,
+    case,
+    func,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.orm import Session
+
+from batch import capacity
+from batch.constants import QUEUES
+from batch.core import Core
+from batch.db import utcnow
+from batch.exceptions import NotFound, UserError
+from batch.models import FAILED, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Run, RunChunk, Schedule
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RUN_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, SKIPPED)
+GOING_STATES = (QUEUED, RUNNING)
+DEFAULT_PAGE = 25
+MAX_PAGE = 200
+MAX_PROGRESS_IDS = 200
+CURSOR_SEP = "~"
+# kombu's Redis transport keeps a message sent with a priority in a list of its own,
+# named after the queue: "<queue>\x06\x16<step>" (step 0 is the queue name itself).
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+NOT_AVAILABLE = "n/a"
+BROKER_TIMEOUT_SECONDS = 5
+DOWN_ERRORS = (redis.RedisError, OSError, kombu.exceptions.KombuError)
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None:
+        return None
+    return ((end or utcnow()) - start).total_seconds()
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A keyset position in the runs list: rows strictly older than (created_at, id)."""
+
+    created_at: datetime
+    run_id: str
+
+    def __str__(self) -> str:
+        return f"{self.created_at.isoformat()}{CURSOR_SEP}{self.run_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """The cursor written by ``str(cursor)``; UserError when it is malformed."""
+        stamp, sep, run_id = text.partition(CURSOR_SEP)
+        try:
+            created_at = datetime.fromisoformat(stamp)
+        except ValueError:
+            created_at = None
+        if not sep or not run_id or len(run_id) > 36 or created_at is None:
+            raise UserError(f"bad cursor {text!r}: expected <ISO timestamp>{CURSOR_SEP}<run id>")
+        if created_at.tzinfo is None:
+            created_at = created_at.replace(tzinfo=UTC)
+        return cls(created_at, run_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunItem:
+    """One row of the runs list (no params, result or error: they can be large)."""
+
+    id: str
+    job: str
+    status: str
+    trigger: str
+    schedule_name: str | None
+    scheduled_for: datetime | None
+    chunk_count: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    chunks_done: int | None = None  # counted only while the run is queued or running
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Seconds from start to finish (to now while it runs); None before it starts."""
+        return _seconds_between(self.started_at, self.finished_at)
+
+    @property
+    def going(self) -> bool:
+        """Queued or running."""
+        return self.status in GOING_STATES
+
+    @property
+    def cursor(self) -> Cursor:
+        """The keyset position just after this row."""
+        return Cursor(self.created_at, self.id)
+
+
+# Chunks stored so far, looked up (by the run_chunks primary key) only for going runs:
+# the list shows a progress bar for those alone.
+CHUNKS_DONE = case(
+    (
+        Run.status.in_(GOING_STATES),
+        select(func.count())
+        .where(RunChunk.run_id == Run.id, RunChunk.status == SUCCEEDED)
+        .correlate(Run)
+        .scalar_subquery(),
+    ),
+    else_=None,
+).label("chunks_done")
+
+RUN_ITEM_COLUMNS = (
+    Run.id,
+    Run.job,
+    Run.status,
+    Run.trigger,
+    Run.schedule_name,
+    Run.scheduled_for,
+    Run.chunk_count,
+    Run.created_at,
+    Run.started_at,
+    Run.finished_at,
+    CHUNKS_DONE,
+)
+
+
+def _run_items(session: Session, query: Select[Any] | CompoundSelect[Any]) -> list[RunItem]:
+    return [RunItem(**row._asdict()) for row in session.execute(query)]
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """A page of runs, newest first, and the cursor of the next (older) page if any."""
+
+    runs: list[RunItem]
+    next_cursor: Cursor | None
+
+
+def check_status(status: str) -> str:
+    """``status`` if it is a run state, else UserError."""
+    if status not in RUN_STATES:
+        raise UserError(f"unknown status {status!r}: expected one of {', '.join(RUN_STATES)}")
+    return status
+
+
+def check_limit(limit: int, maximum: int = MAX_PAGE) -> int:
+    """``limit`` if it is within 1..maximum, else UserError."""
+    if not 1 <= limit <= maximum:
+        raise UserError(f"bad limit {limit}: expected 1 to {maximum}")
+    return limit
+
+
+def list_runs(
+    session: Session,
+    *,
+    job: str | None = None,
+    status: str | None = None,
+    before: Cursor | None = None,
+    limit: int = DEFAULT_PAGE,
+) -> RunPage:
+    """Runs newest first, optionally of one job and/or status, older than ``before``.
+
+    Reads ``limit + 1`` rows in index order (ix_runs_created, ix_runs_job_created,
+    ix_runs_status_created or ix_runs_job_status_created) to know if an older page exists.
+    """
+    check_limit(limit)
+    query = select(*RUN_ITEM_COLUMNS)
+    if job is not None:
+        query = query.where(Run.job == job)
+    if status is not None:
+        query = query.where(Run.status == check_status(status))
+    if before is not None:
+        # The first term is an index range; the second breaks ties on created_at.
+        query = query.where(
+            Run.created_at <= before.created_at,
+            or_(Run.created_at < before.created_at, Run.id < before.run_id),
+        )
+    query = query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)
+    items = _run_items(session, query)
+    more = len(items) > limit
+    items = items[:limit]
+    return RunPage(items, items[-1].cursor if more and items else None)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A run's status and how many of its chunks have their partial stored."""
+
+    status: str
+    done: int
+    total: int | None
+
+
+def run_progress(session: Session, run_ids: Collection[str]) -> dict[str, Progress]:
+    """Status and chunks done/total of each known run in ``run_ids``, in one grouped query."""
+    if not run_ids:
+        return {}
+    if len(run_ids) > MAX_PROGRESS_IDS:
+        raise UserError(f"too many run ids: at most {MAX_PROGRESS_IDS} at once")
+    done = func.count(RunChunk.chunk_index)
+    query = (
+        select(Run.id, Run.status, Run.chunk_count, done)
+        .outerjoin(RunChunk, and_(RunChunk.run_id == Run.id, RunChunk.status == SUCCEEDED))
+        .where(Run.id.in_(list(run_ids)))
+        .group_by(Run.id, Run.status, Run.chunk_count)
+    )
+    return {
+        run_id: Progress(status, count, total)
+        for run_id, status, total, count in session.execute(query)
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkItem:
+    """One chunk of a run as the run page shows it (without its partial)."""
+
+    index: int
+    status: str
+    attempts: int
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Seconds from the last attempt's start to its finish (to now while it runs)."""
+        return _seconds_between(self.started_at, self.finished_at)
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """A run with its chunks in index order."""
+
+    run: Run
+    chunks: list[ChunkItem]
+
+    @property
+    def chunks_done(self) -> int:
+        """Chunks whose partial is stored."""
+        return sum(1 for chunk in self.chunks if chunk.status == SUCCEEDED)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Seconds from start to finish (to now while it runs); None before it starts."""
+        return _seconds_between(self.run.started_at, self.run.finished_at)
+
+
+def run_detail(session: Session, run_id: str) -> RunDetail:
+    """The run and its chunks (a run has few), or NotFound."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    rows = session.execute(
+        select(
+            RunChunk.chunk_index.label("index"),
+            RunChunk.status,
+            RunChunk.attempts,
+            RunChunk.error,
+            RunChunk.started_at,
+            RunChunk.finished_at,
+        )
+        .where(RunChunk.run_id == run_id)
+        .order_by(RunChunk.chunk_index)
+    )
+    return RunDetail(run, [ChunkItem(**row._asdict()) for row in rows])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResultItem:
+    """A succeeded run's params and aggregated result."""
+
+    id: str
+    created_at: datetime
+    finished_at: datetime | None
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+
+
+def job_results(session: Session, job: str, limit: int = 20) -> list[ResultItem]:
+    """The newest ``limit`` succeeded runs of ``job`` with their results, newest first."""
+    check_limit(limit)
+    rows = session.execute(
+        select(Run.id, Run.created_at, Run.finished_at, Run.params, Run.result)
+        .where(Run.job == job, Run.status == SUCCEEDED)
+        .order_by(Run.created_at.desc(), Run.id.desc())
+        .limit(limit)
+    )
+    return [ResultItem(**row._asdict()) for row in rows]
+
+
+def latest_results(session: Session, jobs: Iterable[str]) -> dict[str, ResultItem | None]:
+    """Each job's newest succeeded run (one indexed LIMIT 1 query per job)."""
+    latest: dict[str, ResultItem | None] = {}
+    for job in jobs:
+        found = job_results(session, job, limit=1)
+        latest[job] = found[0] if found else None
+    return latest
+
+
+def _newest(condition: ColumnElement[bool], limit: int, *columns: Any) -> Select[Any]:
+    return (
+        select(*columns)
+        .where(condition)
+        .order_by(Run.created_at.desc(), Run.id.desc())
+        .limit(limit)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunItemWithError(RunItem):
+    """A run with its error (None unless it failed or was skipped)."""
+
+    error: str | None = None
+
+
+@functools.lru_cache(maxsize=16)
+def _newest_query(states: tuple[str, ...], limit: int) -> CompoundSelect[Any]:
+    # One bounded index range per state, in one statement: an IN over the states would
+    # make the database sort all their runs to apply the LIMIT. Built once per
+    # argument: building the subqueries costs more than running them.
+    return union_all(
+        *(
+            _newest(Run.status == state, limit, *RUN_ITEM_COLUMNS, Run.error).subquery().select()
+            for state in states
+        )
+    )
+
+
+def newest_by_status(
+    session: Session, states: tuple[str, ...], limit: int = 10
+) -> dict[str, list[RunItemWithError]]:
+    """The newest ``limit`` runs of each state in ``states``, newest first, in one query."""
+    found: dict[str, list[RunItemWithError]] = {check_status(state): [] for state in states}
+    for row in session.execute(_newest_query(states, limit)):
+        found[row.status].append(RunItemWithError(**row._asdict()))
+    for items in found.values():
+        items.sort(key=lambda item: (item.created_at, item.id), reverse=True)
+    return found
+
+
+def _merged(groups: Iterable[list[RunItemWithError]], limit: int) -> list[RunItemWithError]:
+    items = [item for group in groups for item in group]
+    items.sort(key=lambda item: (item.created_at, item.id), reverse=True)
+    return items[:limit]
+
+
+def runs_going(session: Session, limit: int = 10) -> list[RunItemWithError]:
+    """The newest ``limit`` queued or running runs with their chunks done, newest first."""
+    return _merged(newest_by_status(session, GOING_STATES, limit).values(), limit)
+
+
+def recent_failures(session: Session, limit: int = 10) -> list[RunItemWithError]:
+    """The newest ``limit`` failed runs with their errors, newest first."""
+    return newest_by_status(session, (FAILED,), limit)[FAILED]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DueSchedule:
+    """A RedBeat entry and the time it is due next."""
+
+    name: str
+    due_at: datetime
+    job: str | None = None
+
+    @property
+    def due_in_seconds(self) -> float:
+        """Seconds until it is due (negative when it is late)."""
+        return (self.due_at - utcnow()).total_seconds()
+
+
+def schedules_due_next(
+    client: redis.Redis, schedule_key: str, key_prefix: str, limit: int = 10
+) -> list[DueSchedule]:
+    """The ``limit`` RedBeat entries due soonest, read from the schedule zset."""
+    entries = client.zrange(schedule_key, 0, limit - 1, withscores=True)
+    return [
+        DueSchedule(
+            name=_text(key).removeprefix(key_prefix), due_at=datetime.fromtimestamp(score, UTC)
+        )
+        for key, score in entries
+    ]
+
+
+def with_jobs(session: Session, due: list[DueSchedule]) -> list[DueSchedule]:
+    """``due`` with each schedule's job read from SQL (looked up by primary key)."""
+    if not due:
+        return due
+    jobs = dict(
+        session.execute(
+            select(Schedule.name, Schedule.job).where(Schedule.name.in_([d.name for d in due]))
+        ).all()
+    )
+    return [DueSchedule(name=d.name, due_at=d.due_at, job=jobs.get(d.name)) for d in due]
+
+
+def queue_lengths(
+    client: redis.Redis,
+    queues: Iterable[str],
+    *,
+    sep: str = KOMBU_PRIORITY_SEP,
+    priority_steps: Iterable[int] = KOMBU_PRIORITY_STEPS,
+) -> dict[str, int]:
+    """Messages waiting in each queue of a Redis broker, all priorities summed."""
+    names = list(queues)
+    steps = list(priority_steps)
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            for step in steps:
+                pipe.llen(f"{name}{sep}{step}" if step else name)
+        sizes = pipe.execute()
+    per_queue = len(steps)
+    return {name: sum(sizes[i * per_queue : (i + 1) * per_queue]) for i, name in enumerate(names)}
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def broker_queue_lengths(celery: Celery, queues: Iterable[str] = QUEUES) -> dict[str, int | str]:
+    """Messages waiting per queue on a Redis broker; "n/a" for each on any other broker."""
+    names = list(queues)
+    with celery.pool.acquire(block=True, timeout=BROKER_TIMEOUT_SECONDS) as connection:
+        if connection.transport.driver_type != "redis":
+            return dict.fromkeys(names, NOT_AVAILABLE)
+        # One attempt: a page must not wait through kombu's reconnect back-off.
+        connection.ensure_connection(max_retries=0)
+        channel = connection.default_channel
+        return dict(
+            queue_lengths(
+                channel.client, names, sep=channel.sep, priority_steps=channel.priority_steps
+            )
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Overview:
+    """What the front page shows; a Redis part that could not be read is None."""
+
+    due: list[DueSchedule] | None
+    going: list[RunItemWithError]
+    failures: list[RunItemWithError]
+    queues: dict[str, int | str] | None
+    workers: dict[str, dict[str, Any]] | None
+
+
+def overview(core: Core, celery: Celery, limit: int = 10) -> Overview:
+    """Schedules due next, runs going now, recent failures, queue lengths, workers online."""
+    # RedBeat's Redis is the core's (create_celery sets redbeat_redis_url to REDIS_URL).
+    conf = celery.redbeat_conf
+    due = _unless_down(
+        lambda: schedules_due_next(core.redis, conf.schedule_key, conf.key_prefix, limit)
+    )
+    with core.reading() as session:
+        newest = newest_by_status(session, (*GOING_STATES, FAILED), limit)
+        if due:
+            due = with_jobs(session, due)
+    return Overview(
+        due=due,
+        going=_merged((newest[state] for state in GOING_STATES), limit),
+        failures=newest[FAILED],
+        queues=_unless_down(lambda: broker_queue_lengths(celery)),
+        workers=_unless_down(lambda: capacity.online_workers(core.redis)),
+    )
+
+
+def _unless_down(read: Callable[[], T]) -> T | None:
+    # The page stays up when Redis or the broker does not answer; /healthz says why.
+    try:
+        return read()
+    except DOWN_ERRORS as exc:
+        log.warning("overview: Redis or broker unavailable: %s", exc)
+        return None
