@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from flask import Flask
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy import select
 
-from batch import demo
+from batch import demo, runs
 from batch.core import Core
 from batch.cron import CronSchedule
 from batch.models import Run, Schedule
 from tests.browser.conftest import screenshot, sign_in, wait_for
+from tests.conftest import wait_for_run
 
 CRON, ZONE = "5 * * * *", "Europe/Berlin"
 
@@ -29,13 +31,16 @@ def expected_times() -> list[str]:
 
 
 def test_schedule_a_report_run_it_now_and_see_the_chart(
-    page: WebDriver, live_server: str, admin: tuple[str, str], core: Core, worker
+    page: WebDriver, live_server: str, app: Flask, admin: tuple[str, str], core: Core, worker
 ) -> None:
     now = datetime.now(UTC)
     demo.seed_orders(core.engine, 20_000, end=now)
-    since, until = (now - timedelta(days=7)).replace(microsecond=0), now.replace(microsecond=0)
+    # Today so far; five earlier days are added before the chart is opened.
+    since, until = (
+        now.replace(hour=0, minute=0, second=0, microsecond=0),
+        now.replace(microsecond=0),
+    )
     sign_in(page, live_server, *admin)
-    screenshot(page, "overview")
 
     page.get(f"{live_server}/schedules/new")
     page.find_element(By.ID, "name").send_keys("weekly-sales")
@@ -75,6 +80,15 @@ def test_schedule_a_report_run_it_now_and_see_the_chart(
     assert f"{north['orders']:,}" in region_rows or str(north["orders"]) in region_rows
     screenshot(page, "run")
 
+    # Five more daily reports, so the chart has a history to draw.
+    celery = app.extensions["batch_celery"]
+    for days_back in range(5, 0, -1):
+        day = (now - timedelta(days=days_back)).replace(hour=0, minute=0, second=0, microsecond=0)
+        window = {"since": day.isoformat(), "until": (day + timedelta(days=1)).isoformat()}
+        wait_for_run(
+            core, runs.submit_run(core, celery, "reports.sales_summary", window, trigger="test")
+        )
+
     page.get(f"{live_server}/runs/")
     wait_for(page, "table")
     screenshot(page, "runs")
@@ -86,6 +100,7 @@ def test_schedule_a_report_run_it_now_and_see_the_chart(
         assert region in chart.get_attribute("innerHTML")
     screenshot(page, "results")
     with core.reading() as session:
-        assert session.scalars(select(Run.id).where(Run.job == "reports.sales_summary")).all() == [
-            run_id
-        ]
+        assert len(session.scalars(select(Run.id).where(Run.status == "succeeded")).all()) == 6
+    page.get(f"{live_server}/")
+    assert "weekly-sales" in wait_for(page, "main").text
+    screenshot(page, "overview")
