@@ -61,8 +61,9 @@ def _too_many_attempts() -> bool:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only paths on this site: never an absolute URL an attacker chose.
-    if target and target.startswith("/") and not target.startswith("//"):
+    # Only paths on this site: never an absolute URL an attacker chose. Browsers read
+    # "//host" and "/\\host" as another site, so both are refused with any backslash.
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
     return url_for("overview.index")
 

@@ -52,7 +52,14 @@ def test_login_without_csrf_token_is_refused(app: Flask, admin: tuple[str, str])
 
 def test_login_redirects_to_next_but_never_off_site(app: Flask, admin: tuple[str, str]) -> None:
     name, password = admin
-    for target, expected in [("/runs/", "/runs/"), ("https://evil.example/", "/")]:
+    cases = [
+        ("/runs/", "/runs/"),
+        ("https://evil.example/", "/"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example/", "/"),
+        ("/%5Cevil.example/", "/"),
+    ]
+    for target, expected in cases:
         client = app.test_client()
         response = client.post(
             f"/login?next={target}",
