@@ -47,3 +47,7 @@ class NotFound(UserError):
 
 class Conflict(UserError):
     """The object already exists (for example a schedule with the same name)."""
+
+
+class ServiceUnavailable(BatchError):
+    """The broker, Redis or the database did not answer: try again later (not bad input)."""

@@ -27,9 +27,9 @@ from batch.constants import (
 )
 from batch.core import Core
 from batch.db import utcnow
-from batch.exceptions import BatchError, Conflict, NotFound
+from batch.exceptions import BatchError, Conflict, NotFound, ServiceUnavailable
 from batch.jobs import Job, Partial, Spec
-from batch.models import FAILED, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Run, RunChunk
+from batch.models import FAILED, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Run, RunChunk, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -63,28 +63,49 @@ def _insert_ignoring_duplicates(session: Session, model: type, values: dict[str,
 
 
 def submit_run(
-    core: Core, celery: Celery, job_name: str, raw_params: dict[str, Any], *, trigger: str
+    core: Core,
+    celery: Celery,
+    job_name: str,
+    raw_params: dict[str, Any],
+    *,
+    trigger: str,
+    schedule: Schedule | None = None,
 ) -> str:
     """Validate, record a queued run and send ``start_run``; returns the run id.
 
-    Raises UnknownJob or InvalidParams before anything is written or sent.
+    With ``schedule`` ("run now") the run counts as that schedule's, on its queue and
+    priority. Raises UnknownJob or InvalidParams before anything is written or sent, and
+    ServiceUnavailable (the run then stored as failed) when the broker does not take it.
     """
     job = core.jobs.get(job_name)
     params = job.validate_params(raw_params, now=utcnow()).model_dump(mode="json")
     run_id = str(uuid.uuid4())
+    queue = (schedule.queue if schedule else None) or job.queue
+    trigger = trigger[: Run.trigger.type.length]
     with core.transaction() as session:
-        session.add(Run(id=run_id, job=job.name, params=params, trigger=trigger, queue=job.queue))
+        session.add(
+            Run(
+                id=run_id,
+                job=job.name,
+                params=params,
+                trigger=trigger,
+                queue=queue,
+                schedule_name=schedule.name if schedule else None,
+            )
+        )
+    options = {"priority": schedule.priority} if schedule and schedule.priority is not None else {}
     try:
         celery.send_task(
             TASK_START_RUN,
             kwargs={"job": job.name, "params": params, "run_id": run_id, "trigger": trigger},
-            queue=job.queue,
+            queue=queue,
             ignore_result=True,
+            **options,
         )
     except Exception as exc:
         with core.transaction() as session:
             _finish(session, run_id, FAILED, error=f"could not queue: {_describe(exc)}")
-        raise
+        raise ServiceUnavailable(f"could not queue run {run_id}: {_describe(exc)}") from exc
     return run_id
 
 

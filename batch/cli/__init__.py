@@ -14,7 +14,7 @@ from celery import Celery
 
 from batch.celery_app import close_celery, create_celery
 from batch.core import Core
-from batch.exceptions import UserError
+from batch.exceptions import ServiceUnavailable, UserError
 from batch.settings import Settings
 
 USER_ERROR_EXIT = 2
@@ -65,7 +65,11 @@ class BatchGroup(click.Group):
             hint = " (run: batch db upgrade)" if "no such table" in str(exc.orig) else ""
             click.echo(f"error: database: {exc.orig}{hint}", err=True)
             sys.exit(SERVICE_ERROR_EXIT)
-        except (redis.exceptions.ConnectionError, kombu.exceptions.OperationalError) as exc:
+        except (
+            ServiceUnavailable,
+            redis.exceptions.ConnectionError,
+            kombu.exceptions.OperationalError,
+        ) as exc:
             click.echo(f"error: cannot reach Redis or the broker: {exc}", err=True)
             sys.exit(SERVICE_ERROR_EXIT)
 

@@ -19,6 +19,7 @@ from batch.exceptions import (
     InvalidParams,
     InvalidSchedule,
     NotFound,
+    ServiceUnavailable,
     UnknownJob,
     UserError,
 )
@@ -150,6 +151,13 @@ def _user_error(exc: UserError) -> Response:
         # Keys are paths in the request body, as for schedules: "params.n".
         errors = {k if k == "params" else f"params.{k}": v for k, v in exc.errors.items()}
     return _error(status, str(exc), errors)
+
+
+@blueprint.errorhandler(ServiceUnavailable)
+def _service_unavailable(exc: ServiceUnavailable) -> Response:
+    response = _error(503, str(exc))
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 @blueprint.errorhandler(HTTPException)

@@ -178,7 +178,7 @@ def run_now(name: str) -> ResponseReturnValue:
     trigger = f"{g.actor} via schedule {name}"
     try:
         run_id = runs.submit_run(
-            current_core(), current_celery(), row.job, row.params, trigger=trigger
+            current_core(), current_celery(), row.job, row.params, trigger=trigger, schedule=row
         )
     except (UnknownJob, InvalidParams) as exc:
         return _render_detail(name, error=f"Not run: {exc}"), 400

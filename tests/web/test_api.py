@@ -418,3 +418,24 @@ def test_delete_then_404(api: FlaskClient, core: Core, celery_app: Celery) -> No
             {"error": "schedule 'hourly' not found"},
         )
     assert api.get("/api/schedules").json == {"schedules": []}
+
+
+def test_a_run_the_broker_cannot_take_is_a_503_and_a_failed_run(core: Core, api_token: str) -> None:
+    from dataclasses import replace
+
+    from batch.celery_app import close_celery
+    from batch.web import create_app
+
+    app = create_app(replace(core.settings, broker_url="redis://127.0.0.1:1/0"))
+    client = app.test_client()
+    response = client.post(
+        "/api/jobs/tests.sum_squares/runs",
+        json={"params": {"n": 3}},
+        headers={"Authorization": f"Bearer {api_token}"},
+    )
+    close_celery(app.extensions["batch_celery"])
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert response.json["error"].startswith("could not queue run ")
+    with core.reading() as session:
+        run = session.scalars(select(Run)).one()
+    assert run.status == "failed" and run.error.startswith("could not queue: ")

@@ -565,6 +565,22 @@ def test_run_now_queues_a_run_that_succeeds(
     )
 
 
+def test_run_now_counts_as_the_schedules_run_on_its_queue(
+    client: FlaskClient, core: Core, celery_app: Celery, worker: Path
+) -> None:
+    add_schedule(core, celery_app, queue="cleanups", priority=3)
+    location = post(client, "/schedules/hourly/run").headers["Location"]
+    run = wait_for_run(core, location.removeprefix("/runs/"))
+    assert (run.status, run.schedule_name, run.queue, run.scheduled_for) == (
+        "succeeded",
+        "hourly",
+        "cleanups",
+        None,
+    )
+    listing = client.get("/schedules/").get_data(as_text=True)
+    assert f"/runs/{run.id}" in listing
+
+
 def test_run_now_with_params_the_job_no_longer_accepts_is_refused(
     client: FlaskClient, core: Core, celery_app: Celery
 ) -> None:
