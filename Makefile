@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test test-production lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: install  ## lint, then the whole test suite against real Redis, worker and
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+test-production: install  ## the suite again on RabbitMQ + PostgreSQL (own vhost and database)
+	bash .ci/test-production
 
 lint:
 	$(BIN)/ruff check .

@@ -7,6 +7,7 @@ lengths) take their client as an argument; ``overview`` uses the core's and the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Collection, Iterable
@@ -439,19 +440,35 @@ def _text(value: str | bytes) -> str:
 
 
 def broker_queue_lengths(celery: Celery, queues: Iterable[str] = QUEUES) -> dict[str, int | str]:
-    """Messages waiting per queue on a Redis broker; "n/a" for each on any other broker."""
+    """Messages waiting per queue on a Redis or AMQP broker; "n/a" on any other broker."""
     names = list(queues)
     with celery.pool.acquire(block=True, timeout=BROKER_TIMEOUT_SECONDS) as connection:
-        if connection.transport.driver_type != "redis":
+        driver = connection.transport.driver_type
+        if driver not in ("redis", "amqp"):
             return dict.fromkeys(names, NOT_AVAILABLE)
         # One attempt: a page must not wait through kombu's reconnect back-off.
         connection.ensure_connection(max_retries=0)
+        if driver == "amqp":
+            return {name: _amqp_queue_length(connection, name) for name in names}
         channel = connection.default_channel
         return dict(
             queue_lengths(
                 channel.client, names, sep=channel.sep, priority_steps=channel.priority_steps
             )
         )
+
+
+def _amqp_queue_length(connection: Any, name: str) -> int:
+    # A passive declare reads the count without creating the queue; a missing queue
+    # closes the channel, so each queue gets a channel of its own.
+    channel = connection.channel()
+    try:
+        return channel.queue_declare(queue=name, passive=True).message_count
+    except connection.channel_errors:
+        return 0
+    finally:
+        with contextlib.suppress(*connection.channel_errors, *connection.connection_errors):
+            channel.close()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,6 +37,7 @@ def settings(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactor
     return Settings(
         redis_url=redis_server.url,
         database_url=os.environ.get("TEST_DATABASE_URL", f"sqlite:///{database}"),
+        broker_url=os.environ.get("TEST_BROKER_URL", ""),
         job_modules=TEST_JOB_MODULES,
         secret_key="test-secret-key-not-for-production",
         finish_deadline_seconds=30,
@@ -121,3 +122,10 @@ def app(core: Core) -> Iterator[Flask]:
 def admin(core: Core) -> tuple[str, str]:
     users.add_user(core, *ADMIN)
     return ADMIN
+
+
+def pytest_report_header() -> str:
+    """Which broker and database this run talks to (the default pair or the production one)."""
+    broker = os.environ.get("TEST_BROKER_URL") or "a private redis-server"
+    database = os.environ.get("TEST_DATABASE_URL") or "a fresh SQLite file"
+    return f"batch: broker {broker.split('@')[-1]}, database {database.split('@')[-1]}"

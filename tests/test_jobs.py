@@ -19,8 +19,9 @@ END = datetime(2026, 11, 20, tzinfo=UTC)
 def sales_by_sql(core: Core, since: datetime, until: datetime) -> dict:
     """The report computed independently: one GROUP BY over the whole window."""
     query = text(
-        "SELECT region, COUNT(*), SUM(quantity), SUM(amount_cents),"
-        " (2 * SUM(amount_cents) + COUNT(*)) / (2 * COUNT(*))"
+        "SELECT region, COUNT(*), CAST(SUM(quantity) AS BIGINT),"
+        " CAST(SUM(amount_cents) AS BIGINT),"
+        " (2 * CAST(SUM(amount_cents) AS BIGINT) + COUNT(*)) / (2 * COUNT(*))"
         " FROM orders WHERE created_at >= :since AND created_at < :until"
         " GROUP BY region ORDER BY region"
     )

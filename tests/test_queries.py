@@ -302,7 +302,7 @@ def test_queue_lengths_are_not_available_on_other_brokers(core: Core) -> None:
     assert lengths == {"default": "n/a", "reports": "n/a", "cleanups": "n/a"}
 
 
-def test_broker_queue_lengths_on_the_redis_broker(core: Core) -> None:
+def test_broker_queue_lengths_of_a_missing_queue_is_zero(core: Core) -> None:
     celery = create_celery(core.settings, core)
     try:
         lengths = queries.broker_queue_lengths(celery, ["no-such-queue"])
@@ -340,7 +340,8 @@ def test_list_runs_reads_an_index_in_order(mixed: Core, kwargs: dict, index: str
 
 
 def test_overview_reads_sql_when_redis_does_not_answer(mixed: Core) -> None:
-    dead = dataclasses.replace(mixed.settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    gone = f"redis://127.0.0.1:{free_port()}/0"
+    dead = dataclasses.replace(mixed.settings, redis_url=gone, broker_url=gone)
     core = Core(dead)
     celery = create_celery(dead, core)
     try:
