@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy.orm import Session
 
+from batch.constants import QUEUE_REPORTS
 from batch.jobs import Job, Params, Partial, Spec, split_range
 
 
@@ -33,3 +34,10 @@ class SumSquares(Job):
 
     def reduce(self, partials: list[Partial]) -> dict[str, Any]:
         return {"sum": sum(partial["sum"] for partial in partials)}
+
+
+class SumSquaresOnReports(SumSquares):
+    """The same job routed to the `reports` queue, for tests of several worker nodes."""
+
+    name = "tests.sum_squares_reports"
+    queue = QUEUE_REPORTS

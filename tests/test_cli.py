@@ -83,4 +83,9 @@ def test_jobs_lists_every_registered_job(core: Core) -> None:
     code, out, _ = cli(core, "jobs")
     assert code == 0
     names = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
-    assert names == ["cleanups.purge_runs", "reports.sales_summary", "tests.sum_squares"]
+    assert names == [
+        "cleanups.purge_runs",
+        "reports.sales_summary",
+        "tests.sum_squares",
+        "tests.sum_squares_reports",
+    ]

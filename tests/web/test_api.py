@@ -111,6 +111,7 @@ def test_jobs_lists_exactly_the_registered_jobs(api: FlaskClient, core: Core) ->
         "cleanups.purge_runs",
         "reports.sales_summary",
         SUM,
+        "tests.sum_squares_reports",
     ]
     assert response.json == {"jobs": [job.describe() for job in core.jobs]}
     sum_squares = jobs[2]
