@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from celery import chord  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import select  # noqa: E402
 
 from batch import migrate, runs  # noqa: E402
 from batch.celery_app import close_celery, create_celery  # noqa: E402
@@ -61,21 +61,16 @@ def engine_seconds(core: Core, celery, items: int, poll: float) -> tuple[float, 
     run = wait_finished(core, run_id, poll)
     wall = (run.finished_at - started).total_seconds()
     with core.reading() as session:
-        first, last, busy = session.execute(
-            select(
-                func.min(RunChunk.started_at),
-                func.max(RunChunk.finished_at),
-                func.sum(
-                    func.julianday(RunChunk.finished_at) - func.julianday(RunChunk.started_at)
-                ),
-            ).where(RunChunk.run_id == run_id)
-        ).one()
+        spans = session.execute(
+            select(RunChunk.started_at, RunChunk.finished_at).where(RunChunk.run_id == run_id)
+        ).all()
+    first = min(start for start, _ in spans)
+    last = max(end for _, end in spans)
+    busy = sum((end - start).total_seconds() for start, end in spans)
     detail = (
         f"{run.chunk_count} chunks; first chunk +{(first - started).total_seconds() * 1000:.0f} ms,"
         f" aggregate +{(run.finished_at - last).total_seconds() * 1000:.0f} ms after the last,"
-        f" chunk busy {busy * 86400:.2f}s"
-        if first and core.engine.dialect.name == "sqlite"
-        else f"{run.chunk_count} chunks"
+        f" chunk busy {busy:.2f}s"
     )
     return wall, run.result["sum"], detail
 
