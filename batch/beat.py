@@ -19,6 +19,7 @@ from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 from sqlalchemy import func, select
 
+from batch.celery_app import message_priority
 from batch.constants import SCHEDULE_LOCK_KEY, TASK_START_RUN
 from batch.core import Core
 from batch.cron import CronSchedule, FireTimes, IntervalSchedule, make_schedule
@@ -107,7 +108,7 @@ def entry_for(celery: Celery, row: Schedule, last_run_at: datetime | None) -> Ba
     }
     options: dict[str, Any] = {"queue": row.queue or celery.batch_core.jobs.get(row.job).queue}
     if row.priority is not None:
-        options["priority"] = row.priority
+        options["priority"] = message_priority(celery, row.priority)
     schedule = make_schedule(
         cron=row.cron, timezone=row.timezone, interval_seconds=row.interval_seconds
     )

@@ -78,3 +78,13 @@ def close_celery(app: Celery) -> None:
         app.redbeat_redis = None
     app.batch_core.dispose()
     app.close()
+
+
+def message_priority(app: Celery, priority: int) -> int:
+    """A schedule's priority (0-9, 9 most urgent) as this app's broker orders messages.
+
+    RabbitMQ serves higher numbers first; kombu's Redis transport serves lower ones first.
+    """
+    if app.connection_for_write().transport.driver_type == "redis":
+        return MAX_PRIORITY - priority
+    return priority

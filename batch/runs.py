@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from batch import capacity
+from batch.celery_app import message_priority
 from batch.constants import (
     QUEUE_DEFAULT,
     TASK_FAIL_RUN,
@@ -93,7 +94,9 @@ def submit_run(
                 schedule_name=schedule.name if schedule else None,
             )
         )
-    options = {"priority": schedule.priority} if schedule and schedule.priority is not None else {}
+    options = {}
+    if schedule is not None and schedule.priority is not None:
+        options["priority"] = message_priority(celery, schedule.priority)
     try:
         celery.send_task(
             TASK_START_RUN,

@@ -197,3 +197,22 @@ def test_schedule_listing_shows_json_params(core: Core, celery_app: Celery) -> N
     assert json.dumps(row.params) == (
         '{"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z"}'
     )
+
+
+def test_priority_9_is_served_first_on_every_broker(core: Core) -> None:
+    from dataclasses import replace
+
+    from batch.celery_app import close_celery, create_celery, message_priority
+
+    on_redis = create_celery(replace(core.settings, broker_url=""))
+    on_amqp = create_celery(replace(core.settings, broker_url="amqp://guest@127.0.0.1:5672//"))
+    try:
+        spec = schedules.validate_schedule(core, {**HOURLY, "priority": 7})
+        schedules.save_schedule(core, on_redis, spec, actor="t", mode="create")
+        key = BatchEntry.generate_key(on_redis, "hourly")
+        # kombu's Redis transport serves lower numbers first; RabbitMQ higher ones.
+        assert BatchEntry.from_key(key, app=on_redis).options == {"queue": "reports", "priority": 2}
+        assert (message_priority(on_redis, 7), message_priority(on_amqp, 7)) == (2, 7)
+    finally:
+        close_celery(on_redis)
+        close_celery(on_amqp)
