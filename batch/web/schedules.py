@@ -36,19 +36,7 @@ PREVIEW_COUNT = 5
 DATE_TIME_EXAMPLE = "2026-01-31T00:00:00+00:00"
 INPUT_OF_TYPE = {"integer": "number", "number": "number", "boolean": "checkbox"}
 #: Fields of the form with an input of their own; errors for other keys go above the form.
-FORM_FIELDS = (
-    "name",
-    "job",
-    "cron",
-    "timezone",
-    "interval_seconds",
-    "enabled",
-    "overlap",
-    "queue",
-    "priority",
-    "deadline_seconds",
-    "description",
-)
+FORM_FIELDS = ("name", *(f for f in schedules.AUDITED_FIELDS if f != "params"))
 TEXT_FIELDS = tuple(f for f in FORM_FIELDS if f not in ("enabled",))
 Mode = Literal["create", "update"]
 
