@@ -28,6 +28,10 @@ class InvalidParams(UserError):
         super().__init__(f"invalid params for {job}: {detail}")
         self.errors = errors
 
+    def body_errors(self) -> dict[str, str]:
+        """The errors keyed by their path in a request body: ``params.n``, or ``params``."""
+        return {k if k == "params" else f"params.{k}": v for k, v in self.errors.items()}
+
 
 class InvalidSchedule(UserError):
     """A schedule definition is malformed (cron, timezone, interval, name, ...).

@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Celery, chord
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from batch import capacity
+from batch import capacity, queries
 from batch.celery_app import message_priority
 from batch.constants import (
     QUEUE_DEFAULT,
@@ -419,15 +419,6 @@ def get_run(session: Session, run_id: str) -> Run:
     return run
 
 
-def chunks_done(session: Session, run_id: str) -> int:
-    """How many chunks of the run have their partial stored."""
-    return session.scalar(
-        select(func.count())
-        .select_from(RunChunk)
-        .where(RunChunk.run_id == run_id, RunChunk.status == SUCCEEDED)
-    )
-
-
 def run_summary(session: Session, run: Run) -> dict[str, Any]:
     """The JSON view of a run shared by the CLI and the API."""
     return {
@@ -438,7 +429,7 @@ def run_summary(session: Session, run: Run) -> dict[str, Any]:
         "schedule": run.schedule_name,
         "scheduled_for": run.scheduled_for.isoformat() if run.scheduled_for else None,
         "params": run.params,
-        "chunks_done": chunks_done(session, run.id),
+        "chunks_done": queries.run_progress(session, [run.id])[run.id].done,
         "chunks_total": run.chunk_count,
         "created_at": run.created_at.isoformat(),
         "started_at": run.started_at.isoformat() if run.started_at else None,

@@ -101,8 +101,8 @@ def _check_job_and_params(
     try:
         validated = job.validate_params(params, now=utcnow())
     except InvalidParams as exc:
-        for key, message in exc.errors.items():
-            errors.setdefault("params" if key == "params" else f"params.{key}", message)
+        for key, message in exc.body_errors().items():
+            errors.setdefault(key, message)
         return {}
     return validated.model_dump(mode="json", include=validated.model_fields_set)
 

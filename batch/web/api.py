@@ -149,7 +149,7 @@ def _user_error(exc: UserError) -> Response:
     errors = getattr(exc, "errors", None)
     if isinstance(exc, InvalidParams):
         # Keys are paths in the request body, as for schedules: "params.n".
-        errors = {k if k == "params" else f"params.{k}": v for k, v in exc.errors.items()}
+        errors = exc.body_errors()
     return _error(status, str(exc), errors)
 
 
