@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-production lint format bench clean
+.PHONY: install browser run test test-production lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +14,18 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+browser:  ## Chromium and ChromeDriver for the browser tests (apt-get when missing)
+	@scripts/ensure-browser
+
 run: install  ## migrate, seed demo data, import schedules/, start web + beat + worker
 	$(BIN)/batch dev
 
-test: install  ## lint, then the whole test suite against real Redis, worker and database
+test: install browser  ## lint, then the whole test suite against real Redis, worker and database
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-test-production: install  ## the suite again on RabbitMQ + PostgreSQL (own vhost and database)
+test-production: install browser  ## the suite again on RabbitMQ + PostgreSQL (own vhost and database)
 	bash .ci/test-production
 
 lint:
