@@ -90,6 +90,8 @@ class Schedule(Base):
     priority: Mapped[int | None]
     deadline_seconds: Mapped[int | None]
     description: Mapped[str] = mapped_column(Text, default="")
+    #: The file it was last imported from (``schedules/x.toml``); None if made in the admin/API.
+    source: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -23,7 +25,8 @@ from batch.models import AuditEntry, Run, Schedule
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
 #: Names the admin's URLs use under /schedules/.
 RESERVED_NAMES = frozenset({"new", "preview"})
-AUDITED_FIELDS = (
+#: The stored fields of a ScheduleSpec (its name aside): the API's, the forms' and the files'.
+SPEC_FIELDS = (
     "job",
     "params",
     "cron",
@@ -36,6 +39,13 @@ AUDITED_FIELDS = (
     "deadline_seconds",
     "description",
 )
+#: What the audit log records: the spec fields and the file a schedule was imported from.
+AUDITED_FIELDS = (*SPEC_FIELDS, "source")
+#: What storing a spec did (or, for ``diff_schedules``, would do) to one schedule.
+ChangeAction = Literal["created", "updated", "unchanged", "kept"]
+#: How a spec is stored; "new" creates a missing schedule and leaves an existing one alone.
+StoreMode = Literal["create", "update", "upsert", "new"]
+PLANNED = {"created": "would create", "updated": "would update"}
 
 
 class ScheduleSpec(BaseModel):
@@ -129,7 +139,53 @@ def _check_timing(spec: ScheduleSpec | None, raw: dict[str, Any], errors: dict[s
 
 def snapshot(row: Schedule) -> dict[str, Any]:
     """The audited fields of a schedule row, as JSON."""
-    return {field: getattr(row, field) for field in AUDITED_FIELDS}
+    return {name: getattr(row, name) for name in AUDITED_FIELDS}
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    """What storing a spec did to one schedule, field by field.
+
+    ``fields`` maps each changed field to ``(before, after)``. For ``kept`` (it existed and was
+    left alone) it says what storing the spec would have changed.
+    """
+
+    name: str
+    action: ChangeAction
+    fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    def describe(self, *, planned: bool = False) -> str:
+        """One line for people: ``updated hourly: enabled: false -> true``.
+
+        ``planned`` words it as what would happen: ``would update hourly: ...``.
+        """
+        verb = PLANNED.get(self.action, self.action) if planned else self.action
+        if self.action == "created" or not self.fields:
+            return f"{verb} {self.name}"
+        changes = "; ".join(
+            f"{name}: {_show(before)} -> {_show(after)}"
+            for name, (before, after) in self.fields.items()
+        )
+        if self.action == "kept":
+            return f"kept {self.name} (its file would change {changes})"
+        return f"{verb} {self.name}: {changes}"
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def compare(
+    spec: ScheduleSpec, row: Schedule | None, *, source: str | None = None
+) -> ScheduleChange:
+    """What storing ``spec`` (from the file ``source``, if given) would change in ``row``."""
+    wanted = spec.model_dump(exclude={"name"})
+    if source is not None:
+        wanted["source"] = source
+    if row is None:
+        return ScheduleChange(spec.name, "created", {k: (None, v) for k, v in wanted.items()})
+    fields = {k: (getattr(row, k), v) for k, v in wanted.items() if getattr(row, k) != v}
+    return ScheduleChange(spec.name, "updated" if fields else "unchanged", fields)
 
 
 def _audit(session: Session, actor: str, action: str, name: str, before: Any, after: Any) -> None:
@@ -161,30 +217,45 @@ def save_schedule(
     actor: str,
     mode: Literal["create", "update", "upsert"] = "upsert",
 ) -> Schedule:
-    """Store a validated schedule, audit the change and write it through to RedBeat."""
-    values = spec.model_dump(exclude={"name"})
+    """Store a validated schedule, audit the change and write it through to RedBeat.
+
+    The row keeps its ``source``: an edit in the admin or the API does not detach it from
+    its file.
+    """
+    return _store(core, celery, spec, actor=actor, mode=mode)[0]
+
+
+def _store(
+    core: Core,
+    celery: Celery,
+    spec: ScheduleSpec,
+    *,
+    actor: str,
+    mode: StoreMode,
+    source: str | None = None,
+) -> tuple[Schedule, ScheduleChange]:
     with beat.schedule_lock(celery), core.transaction() as session:
         row = session.get(Schedule, spec.name)
         if row is not None and mode == "create":
             raise Conflict(f"schedule {spec.name!r} already exists")
         if row is None and mode == "update":
             raise NotFound(f"schedule {spec.name!r} not found")
+        change = compare(spec, row, source=source)
+        if row is not None and mode == "new":
+            return row, replace(change, action="kept")
         before = snapshot(row) if row is not None else None
         if row is None:
-            row = Schedule(name=spec.name, **values)
+            row = Schedule(name=spec.name)
             session.add(row)
-        else:
-            for field, value in values.items():
-                setattr(row, field, value)
-        after = snapshot(row)
-        if before != after:
+        for name, (_, value) in change.fields.items():
+            setattr(row, name, value)
+        if change.fields:
             if before is not None:
                 row.updated_at = utcnow()
-            _audit(
-                session, actor, "create" if before is None else "update", spec.name, before, after
-            )
+            action = "create" if before is None else "update"
+            _audit(session, actor, action, spec.name, before, snapshot(row))
         beat.write_entry(celery, row)
-    return row
+    return row, change
 
 
 def set_enabled(core: Core, celery: Celery, name: str, enabled: bool, *, actor: str) -> Schedule:
@@ -215,7 +286,7 @@ def list_schedules(session: Session) -> list[Schedule]:
 
 def schedule_as_dict(row: Schedule) -> dict[str, Any]:
     """The JSON view of a schedule (the API's and the forms' shape: ScheduleSpec's fields)."""
-    return {"name": row.name, **snapshot(row)}
+    return {"name": row.name, **{name: getattr(row, name) for name in SPEC_FIELDS}}
 
 
 def audit_trail(session: Session, name: str, limit: int = 50) -> list[AuditEntry]:
@@ -247,12 +318,19 @@ def last_runs(session: Session, names: list[str]) -> dict[str, Run]:
     return {run.schedule_name: run for run in rows}
 
 
-def load_schedule_files(core: Core, path: Path) -> list[ScheduleSpec]:
+class ScheduleFile(NamedTuple):
+    """A validated schedule and the file it came from (the path as given: ``schedules/x.toml``)."""
+
+    source: str
+    spec: ScheduleSpec
+
+
+def load_schedule_files(core: Core, path: Path) -> list[ScheduleFile]:
     """Parse and validate ``path`` (a .toml file or a folder of them); all or nothing."""
     if not path.exists():
         raise InvalidSchedule({"path": f"{path} does not exist"})
     files = sorted(path.glob("*.toml")) if path.is_dir() else [path]
-    specs = []
+    loaded: dict[str, ScheduleFile] = {}
     for file in files:
         try:
             data = tomllib.loads(file.read_text())
@@ -260,14 +338,37 @@ def load_schedule_files(core: Core, path: Path) -> list[ScheduleSpec]:
             raise InvalidSchedule({str(file): f"not valid TOML: {exc}"}) from None
         data.setdefault("name", file.stem)
         try:
-            specs.append(validate_schedule(core, data))
+            spec = validate_schedule(core, data)
         except InvalidSchedule as exc:
             raise InvalidSchedule({f"{file.name}: {k}": v for k, v in exc.errors.items()}) from None
-    return specs
+        if spec.name in loaded:
+            other = loaded[spec.name].source
+            raise InvalidSchedule({f"{file.name}: name": f"{spec.name!r} is also in {other}"})
+        loaded[spec.name] = ScheduleFile(file.as_posix(), spec)
+    return list(loaded.values())
 
 
-def import_schedules(core: Core, celery: Celery, path: Path, *, actor: str) -> list[Schedule]:
-    """Create or update every schedule in ``path`` after validating all of them."""
+def import_schedules(
+    core: Core, celery: Celery, path: Path, *, actor: str, only_new: bool = False
+) -> list[ScheduleChange]:
+    """Store every schedule in ``path`` after validating all of them; what it did to each.
+
+    Each schedule becomes what its file says, overwriting edits made in the admin, the API or
+    the CLI. With ``only_new`` it creates only the schedules missing from SQL and leaves the
+    others untouched ("kept"). Every schedule it stores records its file as ``source``.
+    """
+    mode: StoreMode = "new" if only_new else "upsert"
     return [
-        save_schedule(core, celery, spec, actor=actor) for spec in load_schedule_files(core, path)
+        _store(core, celery, spec, actor=actor, mode=mode, source=source)[1]
+        for source, spec in load_schedule_files(core, path)
     ]
+
+
+def diff_schedules(core: Core, path: Path) -> list[ScheduleChange]:
+    """What ``import_schedules(path)`` would do to each schedule now; writes nothing.
+
+    The file paths are not compared: the same files named by another path are no drift.
+    """
+    files = load_schedule_files(core, path)
+    with core.reading() as session:
+        return [compare(spec, session.get(Schedule, spec.name)) for _, spec in files]

@@ -158,12 +158,15 @@ def cli(core: Core, *args: str) -> tuple[int, str, str]:
 
 def test_cli_imports_the_shipped_schedules(core: Core, celery_app: Celery) -> None:
     code, out, _ = cli(core, "schedules", "import", str(ROOT / "schedules"))
-    assert code == 0, out
+    assert (code, out) == (0, "created hourly-sales-summary\ncreated nightly-purge-runs\n")
     code, out, _ = cli(core, "schedules", "list")
     assert "hourly-sales-summary" in out and "nightly-purge-runs" in out
     with core.transaction() as session:
-        names = session.scalars(select(Schedule.name).order_by(Schedule.name)).all()
-    assert names == ["hourly-sales-summary", "nightly-purge-runs"]
+        stored = session.execute(select(Schedule.name, Schedule.source).order_by(Schedule.name))
+        assert stored.all() == [
+            ("hourly-sales-summary", f"{ROOT}/schedules/hourly-sales-summary.toml"),
+            ("nightly-purge-runs", f"{ROOT}/schedules/nightly-purge-runs.toml"),
+        ]
     assert len(redbeat_keys(core)) == 3  # two entries and the schedule zset
     code, _, _ = cli(core, "schedules", "disable", "nightly-purge-runs")
     assert code == 0 and len(redbeat_keys(core)) == 2

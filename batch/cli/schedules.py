@@ -1,8 +1,9 @@
-"""``batch schedules list|import|enable|disable|remove``."""
+"""``batch schedules list|import|diff|enable|disable|remove``."""
 
 from __future__ import annotations
 
 import getpass
+import sys
 from pathlib import Path
 
 import click
@@ -11,6 +12,8 @@ from batch import schedules
 from batch.cli import Context, pass_context
 
 DEFAULT_SCHEDULES_DIR = Path("schedules")
+#: ``batch schedules diff`` exits with this when the files and SQL differ (as diff(1) does).
+DRIFT_EXIT = 1
 
 
 def _actor() -> str:
@@ -36,13 +39,42 @@ def schedules_list(ctx: Context) -> None:
         click.echo(f"{row.name:<28} {row.job:<24} {timing:<32} {state}")
 
 
-@schedules_group.command("import")
+@schedules_group.command(
+    "import", short_help="Apply the files in PATH, overwriting edits made in the admin."
+)
 @click.argument("path", type=click.Path(path_type=Path), default=DEFAULT_SCHEDULES_DIR)
 @pass_context
 def schedules_import(ctx: Context, path: Path) -> None:
-    """Create or update schedules from PATH (a .toml file or a folder; default schedules/)."""
-    rows = schedules.import_schedules(ctx.core, ctx.celery, path, actor=_actor())
-    click.echo(f"imported {len(rows)} schedule(s): {', '.join(row.name for row in rows)}")
+    """Apply the schedule files in PATH (a .toml file or a folder; default schedules/).
+
+    Each schedule that has a file in PATH becomes what its file says: this OVERWRITES the
+    edits made to it in the admin, the API or the CLI (enable and disable included). Run
+    `batch schedules diff` first to see what it will change. Schedules without a file are left
+    alone. Prints one line per schedule: created, updated (with each field's old -> new value)
+    or unchanged.
+    """
+    changes = schedules.import_schedules(ctx.core, ctx.celery, path, actor=_actor())
+    for change in changes:
+        click.echo(change.describe())
+
+
+@schedules_group.command(
+    "diff", short_help="Show what import would change; exit 1 if anything, 0 if nothing."
+)
+@click.argument("path", type=click.Path(path_type=Path), default=DEFAULT_SCHEDULES_DIR)
+@pass_context
+def schedules_diff(ctx: Context, path: Path) -> None:
+    """Show what `batch schedules import PATH` would change in SQL; writes nothing.
+
+    One line per schedule that differs: "would create NAME" (only in the files) or "would
+    update NAME: field: SQL value -> file value; ...". Exits 0 when the files and SQL agree,
+    1 when they differ, 2 on bad input.
+    """
+    drift = [c for c in schedules.diff_schedules(ctx.core, path) if c.action != "unchanged"]
+    for change in drift:
+        click.echo(change.describe(planned=True))
+    if drift:
+        sys.exit(DRIFT_EXIT)
 
 
 @schedules_group.command("enable")

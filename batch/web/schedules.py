@@ -36,7 +36,7 @@ PREVIEW_COUNT = 5
 DATE_TIME_EXAMPLE = "2026-01-31T00:00:00+00:00"
 INPUT_OF_TYPE = {"integer": "number", "number": "number", "boolean": "checkbox"}
 #: Fields of the form with an input of their own; errors for other keys go above the form.
-FORM_FIELDS = ("name", *(f for f in schedules.AUDITED_FIELDS if f != "params"))
+FORM_FIELDS = ("name", *(f for f in schedules.SPEC_FIELDS if f != "params"))
 TEXT_FIELDS = tuple(f for f in FORM_FIELDS if f not in ("enabled",))
 Mode = Literal["create", "update"]
 
@@ -243,6 +243,7 @@ def _summary(row: Schedule, last: Run | None, last_fire: datetime | None) -> dic
         "last_run": last,
         "last_run_at": _show_time(last.created_at, UTC) if last else None,
         "description": row.description,
+        "source": row.source,
     }
 
 

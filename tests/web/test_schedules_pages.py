@@ -549,6 +549,45 @@ def test_the_details_show_the_next_five_fire_times(
     assert "every 15 minutes" in page and "Never run." in page
 
 
+def test_schedules_from_files_are_marked_and_admin_edits_keep_their_file(
+    client: FlaskClient, core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    (tmp_path / "hourly.toml").write_text('job = "tests.sum_squares"\ncron = "5 * * * *"\n')
+    schedules.import_schedules(core, celery_app, tmp_path, actor="deploy")
+    add_schedule(core, celery_app, name="by-hand")
+    source = (tmp_path / "hourly.toml").as_posix()
+    marker = f'<span class="status from-file" title="Defined in {source}">file</span>'
+
+    page = client.get("/schedules/").get_data(as_text=True)
+    rows = dict(re.findall(r'<tr id="schedule-([\w.:-]+)">(.*?)</tr>', page, re.S))
+    assert {name: marker in row for name, row in rows.items()} == {"by-hand": False, "hourly": True}
+    assert page.count('class="status from-file"') == 1
+
+    page = client.get("/schedules/hourly").get_data(as_text=True)
+    notice = re.search(r'<p class="flash" id="source">(.*?)</p>', page, re.S)
+    assert notice is not None
+    assert " ".join(notice.group(1).split()) == (
+        f"Defined in <code>{source}</code>. Edits made here stay until"
+        " <code>batch schedules import</code> applies that file again."
+    )
+    assert 'id="source"' not in client.get("/schedules/by-hand").get_data(as_text=True)
+
+    # An edit in the admin keeps the file; the import's audit entry names it.
+    response = post(client, "/schedules/hourly/edit", {**FORM, "cron": "7 * * * *"})
+    assert (response.status_code, response.headers["Location"]) == (302, "/schedules/hourly")
+    with core.reading() as session:
+        assert session.get(Schedule, "hourly").source == source
+    page = client.get("/schedules/hourly").get_data(as_text=True)
+    assert 'id="source"' in page
+    created = re.findall(r"<li><code>source</code>:\s*<ins>(.*?)</ins></li>", page)
+    assert created == [source]
+    assert audit(core) == [
+        ("deploy", "create", "hourly"),
+        ("seed", "create", "by-hand"),
+        ("user:admin", "update", "hourly"),
+    ]
+
+
 # --- Run now -------------------------------------------------------------------------------------
 
 
