@@ -147,7 +147,7 @@ class ScheduleChange:
     """What storing a spec did to one schedule, field by field.
 
     ``fields`` maps each changed field to ``(before, after)``. For ``kept`` (it existed and was
-    left alone) it says what storing the spec would have changed.
+    left alone) it says how the spec differs from it, as ``diff_schedules`` does (no ``source``).
     """
 
     name: str
@@ -240,9 +240,10 @@ def _store(
             raise Conflict(f"schedule {spec.name!r} already exists")
         if row is None and mode == "update":
             raise NotFound(f"schedule {spec.name!r} not found")
-        change = compare(spec, row, source=source)
         if row is not None and mode == "new":
-            return row, replace(change, action="kept")
+            # What it would change, as diff_schedules reports drift (the path not compared).
+            return row, replace(compare(spec, row), action="kept")
+        change = compare(spec, row, source=source)
         before = snapshot(row) if row is not None else None
         if row is None:
             row = Schedule(name=spec.name)

@@ -248,6 +248,11 @@ def test_import_records_the_path_as_given_and_edits_keep_it(
         f'updated hourly: source: "schedules/hourly.toml" -> "{files.as_posix()}/hourly.toml"\n'
         f'updated nightly: source: "schedules/nightly.toml" -> "{files.as_posix()}/nightly.toml"\n',
     )
+    # Nor is it drift for batch dev: what it keeps differs from its file in nothing.
+    kept = schedules.import_schedules(
+        core, celery_app, Path("schedules"), actor="batch dev", only_new=True
+    )
+    assert kept == [ScheduleChange("hourly", "kept"), ScheduleChange("nightly", "kept")]
 
 
 # --- batch schedules diff ------------------------------------------------------------------------
