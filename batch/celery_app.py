@@ -7,7 +7,7 @@ from kombu import Exchange, Queue
 from redbeat.schedulers import ensure_conf as ensure_redbeat_conf
 
 from batch.capacity import CapacityAnnouncer
-from batch.constants import QUEUE_DEFAULT, QUEUES, REDBEAT_KEY_PREFIX
+from batch.constants import REDBEAT_KEY_PREFIX
 from batch.core import Core
 from batch.settings import Settings
 
@@ -39,8 +39,9 @@ def create_celery(settings: Settings, core: Core | None = None) -> Celery:
         result_accept_content=["json"],
         timezone="UTC",
         enable_utc=True,
-        task_default_queue=QUEUE_DEFAULT,
-        task_queues=[_queue(name) for name in QUEUES],
+        task_default_queue=settings.default_queue,
+        # A worker started without --queues consumes every queue listed here: BATCH_QUEUES.
+        task_queues=[_queue(name) for name in settings.queues],
         task_create_missing_queues=True,
         # One message per process at a time: long chunks must not wait behind a busy sibling.
         worker_prefetch_multiplier=1,

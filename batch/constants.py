@@ -1,9 +1,11 @@
 """Names shared by every process: queues, task names and Redis key prefixes."""
 
+# The queues configured when BATCH_QUEUES is not set; the shipped jobs declare theirs by name.
+# The queues of a running system are Settings.queues, never this tuple.
 QUEUE_DEFAULT = "default"
 QUEUE_REPORTS = "reports"
 QUEUE_CLEANUPS = "cleanups"
-QUEUES = (QUEUE_DEFAULT, QUEUE_REPORTS, QUEUE_CLEANUPS)
+DEFAULT_QUEUES = (QUEUE_DEFAULT, QUEUE_REPORTS, QUEUE_CLEANUPS)
 
 # Stable task names: RedBeat stores them as strings in Redis.
 TASK_START_RUN = "batch.start_run"

@@ -45,7 +45,7 @@ class Core:
 
     @cached_property
     def jobs(self) -> JobRegistry:
-        return JobRegistry(self.settings.job_modules)
+        return JobRegistry(self.settings.job_modules, queues=self.settings.queues)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -11,7 +11,6 @@ from pathlib import Path
 import redis
 
 from batch.capacity import online_workers
-from batch.constants import QUEUES
 
 
 def start_worker(
@@ -20,17 +19,22 @@ def start_worker(
     *,
     name: str,
     redis_url: str,
-    queues: tuple[str, ...] = QUEUES,
+    queues: tuple[str, ...] | None = None,
     concurrency: int = 2,
     cwd: Path | None = None,
     timeout: float = 60,
 ) -> subprocess.Popen[bytes]:
-    """Start ``celery -A batch.worker worker`` and wait until it announces its capacity."""
+    """Start ``celery -A batch.worker worker`` and wait until it announces its capacity.
+
+    Without ``queues`` the worker consumes every queue of its ``BATCH_QUEUES``, as the
+    Procfile's worker does.
+    """
+    selected = ["--queues", ",".join(queues)] if queues else []
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
                 sys.executable, "-m", "celery", "-A", "batch.worker", "worker",
-                "--hostname", f"{name}@%h", "--queues", ",".join(queues),
+                "--hostname", f"{name}@%h", *selected,
                 "--concurrency", str(concurrency), "--loglevel", "INFO",
                 "--without-gossip", "--without-mingle",
             ],

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from celery import Celery
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from batch import beat
-from batch.constants import QUEUES
 from batch.core import Core
 from batch.cron import MAX_INTERVAL_SECONDS, make_schedule
 from batch.db import utcnow
@@ -61,7 +61,8 @@ class ScheduleSpec(BaseModel):
     interval_seconds: int | None = None
     enabled: bool = True
     overlap: Literal["allow", "skip"] = "allow"
-    queue: Literal[QUEUES] | None = None  # type: ignore[valid-type]
+    #: One of BATCH_QUEUES: validate_schedule passes them as the context's "queues".
+    queue: str | None = None
     priority: int | None = Field(default=None, ge=0, le=9)
     deadline_seconds: int | None = Field(default=None, ge=1, le=MAX_INTERVAL_SECONDS)
     description: str = ""
@@ -73,6 +74,19 @@ class ScheduleSpec(BaseModel):
             raise ValueError(f"{name!r} is reserved: choose another name")
         return name
 
+    @field_validator("queue")
+    @classmethod
+    def _configured_queue(cls, queue: str | None, info: ValidationInfo) -> str | None:
+        queues = (info.context or {}).get("queues")
+        if queue is not None and queues is not None and queue not in queues:
+            # Worded as pydantic words a Literal, as the fixed queues once were.
+            *others, last = map(repr, queues)
+            expected = f"{', '.join(others)} or {last}" if others else last
+            raise PydanticCustomError(
+                "literal_error", "Input should be {expected}", {"expected": expected}
+            )
+        return queue
+
 
 def validate_schedule(core: Core, data: Mapping[str, Any]) -> ScheduleSpec:
     """Check everything about a schedule before it is stored; raises InvalidSchedule.
@@ -83,7 +97,7 @@ def validate_schedule(core: Core, data: Mapping[str, Any]) -> ScheduleSpec:
     errors: dict[str, str] = {}
     spec: ScheduleSpec | None = None
     try:
-        spec = ScheduleSpec.model_validate(raw)
+        spec = ScheduleSpec.model_validate(raw, context={"queues": core.settings.queues})
     except ValidationError as exc:
         for error in exc.errors():
             errors.setdefault(".".join(map(str, error["loc"])) or "schedule", error["msg"])

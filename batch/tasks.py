@@ -12,7 +12,6 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from batch import runs
 from batch.constants import (
-    QUEUE_DEFAULT,
     TASK_FAIL_RUN,
     TASK_FINISH_RUN,
     TASK_RUN_CHUNK,
@@ -71,7 +70,7 @@ def start_run(
         trigger=trigger,
         run_id=run_id,
         fire=fire,
-        queue=delivery.get("routing_key") or QUEUE_DEFAULT,
+        queue=delivery.get("routing_key") or _core(self).settings.default_queue,
         priority=delivery.get("priority"),
     )
 

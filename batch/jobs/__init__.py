@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.orm import Session
 
-from batch.constants import QUEUE_DEFAULT, QUEUES
+from batch.constants import DEFAULT_QUEUES
 from batch.exceptions import InvalidParams, UnknownJob
 
 Spec = dict[str, Any]
@@ -33,7 +33,9 @@ class Job:
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    queue: ClassVar[str] = QUEUE_DEFAULT
+    #: The queue its runs go to, one of BATCH_QUEUES; left empty, the registry sets the
+    #: configured default queue (the first of BATCH_QUEUES).
+    queue: str = ""
     params_model: ClassVar[type[Params]] = Params
     #: Seconds a chunk may run before SoftTimeLimitExceeded, then before it is killed.
     soft_time_limit: ClassVar[int] = 300
@@ -110,10 +112,17 @@ def _job_classes(module: Any) -> Iterator[type[Job]]:
 
 
 class JobRegistry:
-    """Jobs by name, loaded from this package and from extra modules."""
+    """Jobs by name, loaded from this package and from extra modules.
 
-    def __init__(self, extra_modules: Iterable[str] = ()) -> None:
+    Every job's queue must be one of ``queues`` (BATCH_QUEUES); a job that declares no queue
+    gets the first of them.
+    """
+
+    def __init__(
+        self, extra_modules: Iterable[str] = (), *, queues: Sequence[str] = DEFAULT_QUEUES
+    ) -> None:
         self._jobs: dict[str, Job] = {}
+        self._queues = tuple(queues)
         names = [f"{__name__}.{info.name}" for info in pkgutil.iter_modules(__path__)]
         for module_name in [*names, *extra_modules]:
             for job_class in _job_classes(importlib.import_module(module_name)):
@@ -123,8 +132,13 @@ class JobRegistry:
         # A wrong declaration fails at start-up, not when the first run is planned.
         if job.name in self._jobs:
             raise ValueError(f"job {job.name!r} is declared twice")
-        if job.queue not in QUEUES:
-            raise ValueError(f"job {job.name!r}: queue {job.queue!r} is not one of {QUEUES}")
+        if not job.queue:
+            job.queue = self._queues[0]
+        if job.queue not in self._queues:
+            raise ValueError(
+                f"job {job.name!r} is declared on queue {job.queue!r}, which is not configured:"
+                f" add it to BATCH_QUEUES (now {','.join(self._queues)})"
+            )
         self._jobs[job.name] = job
 
     def get(self, name: str) -> Job:

@@ -22,7 +22,6 @@ from werkzeug.datastructures import MultiDict
 
 from batch import runs, schedules
 from batch.beat import last_fire_times
-from batch.constants import QUEUES
 from batch.cron import FireTimes, make_schedule
 from batch.db import utcnow
 from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
@@ -205,10 +204,17 @@ def _render_form(form: ScheduleForm, *, mode: Mode) -> str:
         mode=mode,
         jobs=jobs,
         fields=jobs[form.job]["fields"] if form.job in jobs else [],
-        queues=QUEUES,
+        queues=_queue_choices(form.values.get("queue", "")),
         timezones=_timezones(),
         other_errors={k: v for k, v in form.errors.items() if not _shown_at_field(k, form, jobs)},
     )
+
+
+def _queue_choices(chosen: str) -> tuple[str, ...]:
+    # A stored queue that has left BATCH_QUEUES stays selected, so that saving names it in a
+    # field error instead of silently dropping the schedule's queue.
+    configured = current_core().settings.queues
+    return configured if not chosen or chosen in configured else (*configured, chosen)
 
 
 @cache
