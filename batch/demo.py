@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, delete, func, insert, select
 
 from batch.db import utcnow
 from batch.models import Order
@@ -53,16 +53,20 @@ def seed_orders(
     seed: int = 7,
     end: datetime | None = None,
     progress: Callable[[int], None] | None = None,
+    replace: bool = False,
 ) -> int:
-    """Insert ``count`` orders spread over the last 30 days; returns rows written."""
+    """Add ``count`` orders spread over the last 30 days (after deleting every order when
+    ``replace``, in the same transaction); returns the orders in the table afterwards."""
     rng = random.Random(seed)
     rows = _rows(count, end or utcnow(), rng)
     written = 0
     with engine.begin() as connection:
+        if replace:
+            connection.execute(delete(Order))
         while written < count:
             batch = [row for _, row in zip(range(BATCH_ROWS), rows, strict=False)]
             connection.execute(insert(Order), batch)
             written += len(batch)
             if progress:
                 progress(len(batch))
-    return written
+        return connection.scalar(select(func.count()).select_from(Order))

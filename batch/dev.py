@@ -19,8 +19,13 @@ from batch.celery_app import close_celery, create_celery
 from batch.core import Core
 from batch.exceptions import Conflict
 from batch.models import Order
-from batch.schedules import import_schedules
-from batch.settings import Settings
+from batch.schedules import ScheduleChange, import_schedules
+from batch.settings import (
+    SERVICES_FILE,
+    Settings,
+    remove_services_file,
+    write_services_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +53,8 @@ def ensure_redis(
 def prepare(
     settings: Settings, *, orders: int, say: Callable[[str], None]
 ) -> tuple[str, str | None]:
-    """Migrate, seed demo orders if there are none, import ``schedules/``, make a demo user.
+    """Migrate, seed demo orders if there are none, create the schedules of ``schedules/``
+    that do not exist yet (an operator's edits stay), make a demo user.
 
     Returns the demo login (its password is None when it is no longer known).
     """
@@ -63,11 +69,28 @@ def prepare(
             demo.seed_orders(core.engine, orders)
         schedules_dir = Path("schedules")
         if schedules_dir.is_dir():
-            rows = import_schedules(core, celery, schedules_dir, actor="batch dev")
-            say(f"imported {len(rows)} schedule(s) from {schedules_dir}/")
+            changes = import_schedules(
+                core, celery, schedules_dir, actor="batch dev", only_new=True
+            )
+            say(_describe_import(changes, schedules_dir))
         return demo_login(core)
     finally:
         close_celery(celery)
+
+
+def _describe_import(changes: list[ScheduleChange], directory: Path) -> str:
+    created = [change.name for change in changes if change.action == "created"]
+    drifted = [change.name for change in changes if change.action == "kept" and change.fields]
+    message = f"schedules from {directory}/: {len(created)} created"
+    if created:
+        message += f" ({', '.join(created)})"
+    message += f", {len(changes) - len(created)} already in the database and left as they are"
+    if drifted:
+        message += (
+            f"; {len(drifted)} differ from their file ({', '.join(drifted)}): "
+            "'batch schedules diff' shows how, 'batch schedules import' applies the files"
+        )
+    return message
 
 
 def demo_login(core: Core) -> tuple[str, str | None]:
@@ -96,25 +119,44 @@ def secret_key() -> str:
 
 def _run_until_stopped(command: list[str], env: dict[str, str]) -> int:
     # honcho stops its processes on SIGINT/SIGTERM; pass ours on and wait for it, so the
-    # private Redis outlives the worker and beat that use it.
+    # private Redis outlives the worker and beat that use it. Being asked to stop is the
+    # normal end of a dev session: exit 0, so make does not report "Error 130".
     process = subprocess.Popen(command, env=env)
+    stopped: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        stopped.append(signum)
         process.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return process.wait()
+        code = process.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return 0 if stopped else code
 
 
-def run(settings: Settings, *, orders: int, port: int, say: Callable[[str], None]) -> int:
-    """Prepare, then run the Procfile with honcho until interrupted; returns its exit code."""
+def run(
+    settings: Settings, *, orders: int, port: int | None = None, say: Callable[[str], None]
+) -> int:
+    """Prepare, then run the Procfile with honcho until interrupted; returns its exit code.
+
+    While it runs, ``instance/services.json`` tells commands run from this directory which
+    Redis, broker and database to use.
+    """
+    port = port or settings.web_port
     server = ensure_redis(settings, say)
     if server is not None:
         settings = replace(settings, redis_url=server.url)
+    write_services_file(
+        {
+            "REDIS_URL": settings.redis_url,
+            "BROKER_URL": settings.broker_url,
+            "DATABASE_URL": settings.database_url,
+        }
+    )
+    say(f"batch commands run from this directory use the same services ({SERVICES_FILE})")
     try:
         name, password = prepare(settings, orders=orders, say=say)
         env = {
@@ -130,6 +172,7 @@ def run(settings: Settings, *, orders: int, port: int, say: Callable[[str], None
         command = [sys.executable, "-m", "honcho", "start", "--port", str(port)]
         return _run_until_stopped(command, env)
     finally:
+        remove_services_file()
         if server is not None:
             server.stop()
             say("stopped the private redis-server")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +33,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from batch import capacity
-from batch.constants import QUEUES
 from batch.core import Core
 from batch.db import utcnow
 from batch.exceptions import NotFound, UserError
@@ -52,6 +52,9 @@ CURSOR_SEP = "~"
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
 NOT_AVAILABLE = "n/a"
+#: The shortest run id prefix looked up; ids are lowercase UUIDs.
+MIN_ID_PREFIX = 4
+RUN_ID_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]*")
 BROKER_TIMEOUT_SECONDS = 5
 DOWN_ERRORS = (redis.RedisError, OSError, kombu.exceptions.KombuError)
 
@@ -268,11 +271,36 @@ class RunDetail:
         return _seconds_between(self.run.started_at, self.run.finished_at)
 
 
-def run_detail(session: Session, run_id: str) -> RunDetail:
-    """The run and its chunks (a run has few), or NotFound."""
+def find_run(session: Session, run_id: str) -> Run:
+    """The run with this id or with this unique id prefix (the admin shows 8 characters).
+
+    Raises NotFound when no run matches, and when a prefix matches several runs.
+    """
     run = session.get(Run, run_id)
-    if run is None:
-        raise NotFound(f"run {run_id} not found")
+    if run is not None:
+        return run
+    prefix = run_id.lower()
+    if len(prefix) >= MIN_ID_PREFIX and RUN_ID_PREFIX.fullmatch(prefix):
+        # The range lets the primary key's index find the candidates; LIKE keeps them exact.
+        # Its bounds are alphanumeric, so any collation orders them as bytes would.
+        low = prefix.rstrip("-")
+        high = low[:-1] + ("a" if low[-1] == "9" else chr(ord(low[-1]) + 1))
+        matches = session.scalars(
+            select(Run)
+            .where(Run.id >= low, Run.id < high, Run.id.like(f"{prefix}%"))
+            .order_by(Run.id)
+            .limit(2)
+        ).all()
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise NotFound(f"run id {run_id!r} matches several runs: give more of the id")
+    raise NotFound(f"run {run_id} not found")
+
+
+def run_detail(session: Session, run_id: str) -> RunDetail:
+    """The run (by id or unique id prefix) and its chunks (a run has few), or NotFound."""
+    run = find_run(session, run_id)
     rows = session.execute(
         select(
             RunChunk.chunk_index.label("index"),
@@ -282,7 +310,7 @@ def run_detail(session: Session, run_id: str) -> RunDetail:
             RunChunk.started_at,
             RunChunk.finished_at,
         )
-        .where(RunChunk.run_id == run_id)
+        .where(RunChunk.run_id == run.id)
         .order_by(RunChunk.chunk_index)
     )
     return RunDetail(run, [ChunkItem(**row._asdict()) for row in rows])
@@ -439,9 +467,14 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def broker_queue_lengths(celery: Celery, queues: Iterable[str] = QUEUES) -> dict[str, int | str]:
-    """Messages waiting per queue on a Redis or AMQP broker; "n/a" on any other broker."""
-    names = list(queues)
+def broker_queue_lengths(
+    celery: Celery, queues: Iterable[str] | None = None
+) -> dict[str, int | str]:
+    """Messages waiting per queue (the configured ones by default) on a Redis or AMQP broker.
+
+    "n/a" for each queue on any other broker.
+    """
+    names = list(celery.batch_core.settings.queues if queues is None else queues)
     with celery.pool.acquire(block=True, timeout=BROKER_TIMEOUT_SECONDS) as connection:
         driver = connection.transport.driver_type
         if driver not in ("redis", "amqp"):

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from batch import capacity, queries
 from batch.celery_app import message_priority
 from batch.constants import (
-    QUEUE_DEFAULT,
     TASK_FAIL_RUN,
     TASK_FINISH_RUN,
     TASK_RUN_CHUNK,
@@ -28,7 +27,7 @@ from batch.constants import (
 )
 from batch.core import Core
 from batch.db import utcnow
-from batch.exceptions import BatchError, Conflict, NotFound, ServiceUnavailable
+from batch.exceptions import BatchError, Conflict, NotFound, ServiceUnavailable, UnknownJob
 from batch.jobs import Job, Partial, Spec
 from batch.models import FAILED, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Run, RunChunk, Schedule
 
@@ -119,7 +118,7 @@ def retry_run(core: Core, celery: Celery, run_id: str, *, trigger: str) -> str:
     Raises NotFound for an unknown run and Conflict unless the run failed.
     """
     with core.reading() as session:
-        run = get_run(session, run_id)
+        run = queries.find_run(session, run_id)
         job, params, status = run.job, run.params, run.status
     if status != FAILED:
         raise Conflict(f"run {run_id} is {status}: only a failed run can be retried")
@@ -135,15 +134,17 @@ def start_run(
     trigger: str,
     run_id: str | None = None,
     fire: Fire | None = None,
-    queue: str = QUEUE_DEFAULT,
+    queue: str | None = None,
     priority: int | None = None,
 ) -> str | None:
     """Create or claim the run, plan its chunks and launch the chord; returns the run id.
 
     Returns None when the run was already claimed (a duplicate delivery or fire). A run
     that cannot be planned (unknown job, bad params, a failing plan) is stored as failed.
+    ``queue`` is the one the start message came on (the configured default when not given).
     """
     now = utcnow()
+    queue = queue or core.settings.default_queue
     if fire is not None:
         run_id = scheduled_run_id(fire.schedule, fire.scheduled_for)
     assert run_id is not None, "a run needs an id or a fire"
@@ -175,7 +176,7 @@ def start_run(
             validated = job_obj.validate_params(params, now=fire.scheduled_for if fire else now)
             specs = job_obj.plan(validated, chunks=_target_chunks(core, queue), db=session)
         except Exception as exc:
-            _finish(session, run_id, FAILED, error=_describe(exc))
+            _finish(session, run_id, FAILED, error=_planning_error(exc))
             log.exception("run %s failed while planning", run_id)
             return run_id
         resolved = validated.model_dump(mode="json")
@@ -346,7 +347,7 @@ def finish_run(core: Core, run_id: str) -> None:
         _aggregate(core, run_id)
     except MissingChunks as exc:
         with core.reading() as session:
-            started = get_run(session, run_id).started_at or utcnow()
+            started = queries.find_run(session, run_id).started_at or utcnow()
         waited = utcnow() - started
         if waited > timedelta(seconds=core.settings.finish_deadline_seconds):
             fail_run(core, run_id, f"gave up waiting for chunks: {exc}")
@@ -407,16 +408,18 @@ def _finish(
     )
 
 
+def _planning_error(exc: Exception) -> str:
+    if isinstance(exc, UnknownJob):
+        # The sender knew the job, this worker does not: it started before the job was added.
+        return (
+            f"{exc} on this worker: workers load jobs when they start, "
+            "so restart them after adding a job"
+        )
+    return _describe(exc)
+
+
 def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(exc)).strip()
-
-
-def get_run(session: Session, run_id: str) -> Run:
-    """The run with ``run_id``, or NotFound."""
-    run = session.get(Run, run_id)
-    if run is None:
-        raise NotFound(f"run {run_id} not found")
-    return run
 
 
 def run_summary(session: Session, run: Run) -> dict[str, Any]:

@@ -2,16 +2,93 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batch.constants import DEFAULT_QUEUES
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: A queue name: letters, digits, "_", "." and "-", first a letter or digit, at most 100
+#: characters (the length of the runs' and schedules' queue columns).
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+#: Keys kombu's Redis transport keeps for itself beside the queues (RabbitMQ keeps "amq.*").
+BROKER_RESERVED_QUEUES = frozenset({"unacked", "unacked_index", "unacked_mutex"})
+#: Written by ``batch dev`` while it runs: the URLs its processes use, so that commands run
+#: from the project directory reach the same system without any environment set.
+SERVICES_FILE = Path("instance") / "services.json"
+#: The settings ``batch dev`` writes to SERVICES_FILE (the environment always wins).
+SERVICE_VARIABLES = ("REDIS_URL", "BROKER_URL", "DATABASE_URL")
 
 
 def _default_database_url() -> str:
     return f"sqlite:///{Path('instance') / 'batch.db'}"
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def check_queue_names(queues: tuple[str, ...]) -> None:
+    """Raise ValueError, naming BATCH_QUEUES and the name, unless every queue name is usable."""
+    if not queues:
+        raise ValueError("BATCH_QUEUES names no queue: give at least one")
+    for name in queues:
+        if not QUEUE_NAME.fullmatch(name):
+            raise ValueError(
+                f"BATCH_QUEUES: {name!r} is not a queue name (letters, digits, '_', '.', '-', "
+                "first a letter or digit, at most 100 characters)"
+            )
+        if name in BROKER_RESERVED_QUEUES or name.startswith("amq."):
+            raise ValueError(f"BATCH_QUEUES: {name!r} is reserved by the broker")
+        if queues.count(name) > 1:
+            raise ValueError(f"BATCH_QUEUES: {name!r} is listed twice")
+
+
+def _process_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def read_services_file(path: Path = SERVICES_FILE) -> dict[str, str]:
+    """The URLs that a ``batch dev`` still running wrote to ``path``, else {}."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or not _process_alive(data.get("pid")):
+        return {}
+    return {k: v for k, v in data.items() if k in SERVICE_VARIABLES and isinstance(v, str)}
+
+
+def write_services_file(urls: Mapping[str, str], path: Path = SERVICES_FILE) -> None:
+    """Record the URLs this process's system uses (mode 0600: a URL may hold a password)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.unlink(missing_ok=True)
+    temporary.touch(mode=0o600)
+    temporary.write_text(json.dumps({"pid": os.getpid(), **urls}, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def remove_services_file(path: Path = SERVICES_FILE) -> None:
+    """Remove ``path`` if this process wrote it (another ``batch dev`` may own it now)."""
+    try:
+        owner = json.loads(path.read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return
+    if owner == os.getpid():
+        path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,30 +100,51 @@ class Settings:
     database_url: str = field(default_factory=_default_database_url)
     secret_key: str = ""
     job_modules: tuple[str, ...] = ()
+    queues: tuple[str, ...] = DEFAULT_QUEUES
     worker_concurrency: int = 0
     chunks_per_process: int = 4
     finish_deadline_seconds: int = 600
     reconcile_interval_seconds: int = 60
     cookie_secure: bool = False
     login_attempts_per_minute: int = 10
+    web_port: int = 5000
+
+    def __post_init__(self) -> None:
+        check_queue_names(self.queues)
 
     @property
     def effective_broker_url(self) -> str:
         """The broker URL: ``BROKER_URL`` if set, else ``REDIS_URL``."""
         return self.broker_url or self.redis_url
 
+    @property
+    def default_queue(self) -> str:
+        """The first configured queue: for jobs that set no queue and tasks sent without one."""
+        return self.queues[0]
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from environment variables (``os.environ`` by default)."""
-        env = os.environ if environ is None else environ
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        services_file: Path | None = SERVICES_FILE,
+    ) -> Settings:
+        """Build settings from environment variables (``os.environ`` by default).
+
+        ``REDIS_URL``, ``BROKER_URL`` and ``DATABASE_URL`` that the environment does not set
+        come from ``services_file`` while the ``batch dev`` that wrote it runs.
+        """
+        found = read_services_file(services_file) if services_file else {}
+        env = {**found, **(os.environ if environ is None else environ)}
         defaults = cls()
-        modules = env.get("BATCH_JOB_MODULES", "")
+        queues = _split(env.get("BATCH_QUEUES", "")) or defaults.queues
         return cls(
             redis_url=env.get("REDIS_URL", defaults.redis_url),
             broker_url=env.get("BROKER_URL", ""),
             database_url=env.get("DATABASE_URL", defaults.database_url),
             secret_key=env.get("SECRET_KEY", defaults.secret_key),
-            job_modules=tuple(m.strip() for m in modules.split(",") if m.strip()),
+            job_modules=_split(env.get("BATCH_JOB_MODULES", "")),
+            queues=queues,
             worker_concurrency=int(env.get("WORKER_CONCURRENCY", defaults.worker_concurrency)),
             chunks_per_process=int(
                 env.get("BATCH_CHUNKS_PER_PROCESS", defaults.chunks_per_process)
@@ -61,4 +159,5 @@ class Settings:
             login_attempts_per_minute=int(
                 env.get("BATCH_LOGIN_ATTEMPTS_PER_MINUTE", defaults.login_attempts_per_minute)
             ),
+            web_port=int(env.get("PORT", defaults.web_port)),
         )

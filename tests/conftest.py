@@ -52,6 +52,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "BROKER_URL": settings.broker_url,
         "DATABASE_URL": settings.database_url,
         "BATCH_JOB_MODULES": ",".join(settings.job_modules),
+        "BATCH_QUEUES": ",".join(settings.queues),
         "BATCH_FINISH_DEADLINE_SECONDS": str(settings.finish_deadline_seconds),
         "PYTHONPATH": str(ROOT),
     }

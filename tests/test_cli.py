@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from batch.cli import main
 from batch.core import Core
-from batch.models import Run
+from batch.models import Order, Run
 from tests.conftest import settings_env, wait_for_run
 from tests.test_engine import expected_sum
 
@@ -89,3 +89,51 @@ def test_jobs_lists_every_registered_job(core: Core) -> None:
         "tests.sum_squares",
         "tests.sum_squares_reports",
     ]
+
+
+def test_a_failed_run_prints_its_error_in_json(core: Core, worker) -> None:
+    code, out, _ = cli(core, "run", "tests.sum_squares", "-p", "fail_chunk=3", "--wait", "--json")
+    document = json.loads(out)
+    assert code == 1
+    assert (document["status"], document["result"]) == ("failed", None)
+    assert "chunk with item 0 failed on purpose" in document["error"]
+    code, out, _ = cli(core, "run", "tests.sum_squares", "--json")
+    assert json.loads(out)["error"] is None
+    wait_for_run(core, json.loads(out)["run_id"])
+
+
+def add_runs(core: Core, *ids: str) -> None:
+    with core.transaction() as session:
+        for run_id in ids:
+            session.add(
+                Run(id=run_id, job="tests.sum_squares", params={}, status="succeeded",
+                    trigger="test", queue="default")
+            )  # fmt: skip
+
+
+def test_runs_show_takes_the_short_id_the_admin_shows(core: Core) -> None:
+    first = "abcd1111-0000-4000-8000-000000000001"
+    second = "abcd2222-0000-4000-8000-000000000002"
+    add_runs(core, first, second, "abcd9999-0000-4000-8000-000000000003")
+    code, out, _ = cli(core, "runs", "show", "ABCD1111", "--json")
+    assert (code, json.loads(out)["run_id"]) == (0, first)
+    code, out, _ = cli(core, "runs", "show", "abcd2222-", "--json")
+    assert (code, json.loads(out)["run_id"]) == (0, second)
+    code, out, err = cli(core, "runs", "show", "abcd")
+    assert (code, out, err) == (
+        2, "", "error: run id 'abcd' matches several runs: give more of the id\n"
+    )  # fmt: skip
+    for missing in ("abc", "abcd3", "zzzz1111", "abcd%"):
+        code, _, err = cli(core, "runs", "show", missing)
+        assert (code, err) == (2, f"error: run {missing} not found\n")
+
+
+def test_demo_seed_adds_or_replaces(core: Core) -> None:
+    code, out, err = cli(core, "demo", "seed", "--orders", "300")
+    assert (code, out) == (0, "added 300 demo orders: 300 orders in the table\n"), err
+    code, out, _ = cli(core, "demo", "seed", "--orders", "200")
+    assert out == "added 200 demo orders: 500 orders in the table\n"
+    code, out, _ = cli(core, "demo", "seed", "--orders", "100", "--replace")
+    assert out == "replaced every order with 100 demo orders: 100 orders in the table\n"
+    with core.reading() as session:
+        assert session.scalar(select(func.count()).select_from(Order)) == 100

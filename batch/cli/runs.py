@@ -10,7 +10,7 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from batch import runs
+from batch import queries, runs
 from batch.cli import Context, fail, pass_context
 from batch.models import FINISHED_STATES, Run
 
@@ -54,14 +54,14 @@ def run_command(ctx: Context, job: str, pairs: tuple[str, ...], wait: bool, as_j
     run_id = runs.submit_run(ctx.core, ctx.celery, job, parse_params(pairs), trigger="cli")
     if not wait:
         if as_json:
-            click.echo(json.dumps({"run_id": run_id, "status": "queued", "result": None}))
+            click.echo(json.dumps(_outcome(run_id, "queued")))
         else:
             click.echo(run_id)
         return
     summary = wait_for_run(ctx, run_id)
     if as_json:
         click.echo(
-            json.dumps({"run_id": run_id, "status": summary["status"], "result": summary["result"]})
+            json.dumps(_outcome(run_id, summary["status"], summary["result"], summary["error"]))
         )
     else:
         click.echo(f"{run_id} {summary['status']}")
@@ -70,12 +70,19 @@ def run_command(ctx: Context, job: str, pairs: tuple[str, ...], wait: bool, as_j
         sys.exit(1)
 
 
+def _outcome(
+    run_id: str, status: str, result: dict[str, Any] | None = None, error: str | None = None
+) -> dict[str, Any]:
+    """What ``batch run --json`` prints: the same keys whether it waited or not."""
+    return {"run_id": run_id, "status": status, "result": result, "error": error}
+
+
 def wait_for_run(ctx: Context, run_id: str) -> dict[str, Any]:
     """Poll the run until it finishes, drawing chunks done/total on stderr."""
     shown = None
     while True:
         with ctx.core.reading() as session:
-            summary = runs.run_summary(session, runs.get_run(session, run_id))
+            summary = runs.run_summary(session, queries.find_run(session, run_id))
         progress = (summary["chunks_done"], summary["chunks_total"])
         if progress != shown and summary["chunks_total"]:
             _draw_progress(*progress)
@@ -131,7 +138,7 @@ def runs_list(ctx: Context, job: str | None, limit: int) -> None:
 def runs_show(ctx: Context, run_id: str, as_json: bool) -> None:
     """Status, progress and result of one run."""
     with ctx.core.reading() as session:
-        summary = runs.run_summary(session, runs.get_run(session, run_id))
+        summary = runs.run_summary(session, queries.find_run(session, run_id))
     if as_json:
         click.echo(json.dumps(summary))
         return

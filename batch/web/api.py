@@ -13,7 +13,7 @@ from flask import Blueprint, Response, g, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
-from batch import runs, schedules
+from batch import queries, runs, schedules
 from batch.exceptions import (
     Conflict,
     InvalidParams,
@@ -63,7 +63,7 @@ def submit_run(job: str) -> tuple[Response, int, dict[str, str]]:
 def get_run(run_id: str) -> Response:
     """Status, chunk progress, result and error of one run."""
     with current_core().reading() as session:
-        return jsonify(runs.run_summary(session, runs.get_run(session, run_id)))
+        return jsonify(runs.run_summary(session, queries.find_run(session, run_id)))
 
 
 @blueprint.get("/schedules")

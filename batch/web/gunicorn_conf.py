@@ -15,3 +15,9 @@ def post_worker_init(worker: Any) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
+
+
+#: The control socket (``gunicornc``) of this checkout, not one per user in ~/.gunicorn:
+#: two checkouts on one host would otherwise fight over the same socket. Relative to the
+#: working directory (the project directory under ``make run``), which keeps it short.
+control_socket = "instance/gunicorn.ctl"

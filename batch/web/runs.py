@@ -96,10 +96,12 @@ def progress() -> Any:
 
 
 @blueprint.get("/<run_id>")
-def show(run_id: str) -> str:
-    """One run: params, trigger, chunks, result and error."""
+def show(run_id: str) -> Any:
+    """One run (by id or unique id prefix): params, trigger, chunks, result and error."""
     with current_core().reading() as session:
         detail = queries.run_detail(session, run_id)
+    if detail.run.id != run_id:
+        return redirect(url_for("runs.show", run_id=detail.run.id))
     return render_template(
         "runs/show.html",
         detail=detail,

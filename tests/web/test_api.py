@@ -17,6 +17,7 @@ from batch.beat import BatchEntry
 from batch.core import Core
 from batch.cron import CronSchedule, IntervalSchedule
 from batch.models import AuditEntry, Run, Schedule
+from tests.test_queries import add_run
 
 SUM = "tests.sum_squares"
 HOURLY = {"name": "hourly", "job": "reports.sales_summary", "cron": "5 * * * *"}
@@ -195,6 +196,18 @@ def test_unknown_job_and_unknown_run_are_404(api: FlaskClient, core: Core) -> No
     response = api.get("/api/runs/no-such-run")
     assert (response.status_code, response.json) == (404, {"error": "run no-such-run not found"})
     assert count(core, Run) == 0
+
+
+def test_a_run_is_found_by_a_unique_id_prefix(api: FlaskClient, core: Core) -> None:
+    full = "7e57a11d-0000-4000-8000-000000000001"
+    add_run(core, full)
+    add_run(core, "7e57b22d-0000-4000-8000-000000000002")
+    response = api.get("/api/runs/7e57A11D")
+    assert (response.status_code, response.json["run_id"]) == (200, full)
+    response = api.get("/api/runs/7e57")
+    assert (response.status_code, response.json) == (
+        404, {"error": "run id '7e57' matches several runs: give more of the id"}
+    )  # fmt: skip
 
 
 # Malformed requests

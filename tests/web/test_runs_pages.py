@@ -138,6 +138,18 @@ def test_bad_filters_are_400_with_a_message(client: FlaskClient, query: str, mes
     assert message in response.get_data(as_text=True)
 
 
+def test_the_short_id_the_admin_shows_opens_the_run(client: FlaskClient, core: Core) -> None:
+    full = "0fe1c2d3-0000-4000-8000-000000000001"
+    add_run(core, full)
+    add_run(core, "0fe1aaaa-0000-4000-8000-000000000002")
+    response = client.get(f"/runs/{full[:8]}")
+    assert (response.status_code, response.location) == (302, f"/runs/{full}")
+    assert full in client.get(response.location).get_data(as_text=True)
+    ambiguous = client.get("/runs/0fe1")
+    assert ambiguous.status_code == 404
+    assert "matches several runs" in ambiguous.get_data(as_text=True)
+
+
 def test_unknown_run_is_a_404_page(client: FlaskClient, core: Core) -> None:
     response = client.get("/runs/no-such-run")
     assert response.status_code == 404
