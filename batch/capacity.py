@@ -15,18 +15,20 @@ from celery import bootsteps
 
 from batch.constants import WORKER_CAPACITY_KEY_PREFIX, WORKER_NAMES_KEY
 
-TTL_SECONDS = 30
-RENEW_SECONDS = 10
+#: A node renews its key this many times per TTL (``BATCH_WORKER_TTL_SECONDS``).
+RENEWALS_PER_TTL = 3
 CACHE_SECONDS = 5.0
 
 _cache: dict[str, tuple[float, int]] = {}
 
 
-def announce(client: redis.Redis, hostname: str, concurrency: int, queues: list[str]) -> None:
-    """Record that ``hostname`` runs ``concurrency`` processes on ``queues``."""
+def announce(
+    client: redis.Redis, hostname: str, concurrency: int, queues: list[str], *, ttl: int
+) -> None:
+    """Record for ``ttl`` seconds that ``hostname`` runs ``concurrency`` processes on ``queues``."""
     payload = json.dumps({"concurrency": concurrency, "queues": queues})
     with client.pipeline() as pipe:
-        pipe.set(WORKER_CAPACITY_KEY_PREFIX + hostname, payload, ex=TTL_SECONDS)
+        pipe.set(WORKER_CAPACITY_KEY_PREFIX + hostname, payload, ex=ttl)
         pipe.sadd(WORKER_NAMES_KEY, hostname)
         pipe.execute()
 
@@ -76,12 +78,13 @@ class CapacityAnnouncer(bootsteps.StartStopStep):
     def start(self, worker: Any) -> None:
         client = worker.app.batch_core.redis
         queues = sorted(worker.app.amqp.queues.consume_from)
+        ttl = worker.app.batch_core.settings.worker_ttl_seconds
 
         def renew() -> None:
-            announce(client, worker.hostname, worker.concurrency, queues)
+            announce(client, worker.hostname, worker.concurrency, queues, ttl=ttl)
 
         renew()
-        self.tref = worker.timer.call_repeatedly(RENEW_SECONDS, renew)
+        self.tref = worker.timer.call_repeatedly(ttl / RENEWALS_PER_TTL, renew)
 
     def stop(self, worker: Any) -> None:
         if self.tref is not None:

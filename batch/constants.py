@@ -19,3 +19,6 @@ WORKER_CAPACITY_KEY_PREFIX = "batch:workers:"
 WORKER_NAMES_KEY = "batch:worker-names"
 SCHEDULE_LOCK_KEY = "batch:schedule-lock"
 LOGIN_ATTEMPTS_KEY_PREFIX = "batch:login-attempts:"
+SWEEP_LOCK_KEY = "batch:sweep-lock"
+#: When this Redis's data began (set when missing): messages sent before it are gone.
+REDIS_EPOCH_KEY = "batch:redis-epoch"

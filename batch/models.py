@@ -17,6 +17,8 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 SKIPPED = "skipped"
 FINISHED_STATES = (SUCCEEDED, FAILED, SKIPPED)
+#: A chunk planned and sent, not started yet.
+PENDING = "pending"
 
 # IDs are BIGINT on PostgreSQL and INTEGER (the rowid alias) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -52,6 +54,8 @@ class Run(Base):
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: When its start message was last sent (at submit, or again by the recovery sweep).
+    sent_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
@@ -66,7 +70,15 @@ class RunChunk(Base):
     )
     chunk_index: Mapped[int] = mapped_column(primary_key=True)
     status: Mapped[str] = mapped_column(String(20))
+    #: The chunk's spec as planned: any process can send the chunk again from it.
+    spec: Mapped[dict[str, Any] | None]
+    #: Times it started running (each start on a worker counts).
     attempts: Mapped[int] = mapped_column(default=0)
+    #: Times its message was sent: the first send and each one the recovery sweep made.
+    sends: Mapped[int] = mapped_column(default=1, server_default="1")
+    sent_at: Mapped[datetime | None]
+    #: The worker node (Celery hostname) that started it last.
+    node: Mapped[str | None] = mapped_column(String(255))
     partial: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +44,8 @@ def start_worker(
             cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # A group of its own: a node (main process and pool) can be stopped as one.
+            start_new_session=True,
         )  # fmt: skip
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
@@ -64,3 +68,9 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def kill_node(process: subprocess.Popen[bytes]) -> None:
+    """``kill -9`` a worker node started by start_worker: its main process and its pool."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery import Celery, chord
-from sqlalchemy import select, update
+from celery import Celery, Signature, chord
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,17 @@ from batch.core import Core
 from batch.db import utcnow
 from batch.exceptions import BatchError, Conflict, NotFound, ServiceUnavailable, UnknownJob
 from batch.jobs import Job, Partial, Spec
-from batch.models import FAILED, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Run, RunChunk, Schedule
+from batch.models import (
+    FAILED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    Run,
+    RunChunk,
+    Schedule,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +101,7 @@ def submit_run(
                 trigger=trigger,
                 queue=queue,
                 schedule_name=schedule.name if schedule else None,
+                sent_at=utcnow(),
             )
         )
     options = {}
@@ -106,8 +117,8 @@ def submit_run(
         )
     except Exception as exc:
         with core.transaction() as session:
-            _finish(session, run_id, FAILED, error=f"could not queue: {_describe(exc)}")
-        raise ServiceUnavailable(f"could not queue run {run_id}: {_describe(exc)}") from exc
+            _finish(session, run_id, FAILED, error=f"could not queue: {describe_error(exc)}")
+        raise ServiceUnavailable(f"could not queue run {run_id}: {describe_error(exc)}") from exc
     return run_id
 
 
@@ -162,6 +173,7 @@ def start_run(
                 "scheduled_for": fire.scheduled_for if fire else None,
                 "queue": queue,
                 "created_at": now,
+                "sent_at": now,
             },
         )
         if not _claim(session, run_id, now):
@@ -183,19 +195,27 @@ def start_run(
         session.execute(
             update(Run).where(Run.id == run_id).values(params=resolved, chunk_count=len(specs))
         )
+        _store_plan(session, run_id, specs, now)
         if not specs:
             _finish(session, run_id, SUCCEEDED, result=job_obj.reduce([]))
             return run_id
-    try:
-        _launch(celery, job_obj, run_id, specs, resolved, queue=queue, priority=priority)
-    except Exception:
-        # Hand the claim back so the retry of this message can plan and launch again.
-        with core.transaction() as session:
-            session.execute(
-                update(Run).where(Run.id == run_id, Run.status == RUNNING).values(status=QUEUED)
-            )
-        raise
+    # If this send fails, the chunks wait in SQL as `pending`: the recovery sweep sends them.
+    _launch(celery, job_obj, run_id, specs, resolved, queue=queue, priority=priority)
     return run_id
+
+
+def _store_plan(session: Session, run_id: str, specs: list[Spec], now: datetime) -> None:
+    # The plan lives in SQL, in the transaction that claims the run: any process can send
+    # any chunk again from it, whatever Celery or Redis forgot.
+    if specs:
+        session.execute(
+            insert(RunChunk),
+            [
+                {"run_id": run_id, "chunk_index": index, "status": PENDING, "spec": spec,
+                 "attempts": 0, "sends": 1, "sent_at": now}
+                for index, spec in enumerate(specs)
+            ],
+        )  # fmt: skip
 
 
 def _claim(session: Session, run_id: str, now: datetime) -> bool:
@@ -247,13 +267,7 @@ def _launch(
     if priority is not None:
         options["priority"] = priority
     header = [
-        celery.signature(
-            TASK_RUN_CHUNK,
-            args=(run_id, job.name, index, spec, params),
-            soft_time_limit=job.soft_time_limit,
-            time_limit=job.time_limit,
-            **options,
-        )
+        _chunk_signature(celery, job, run_id, index, spec, params, options)
         for index, spec in enumerate(specs)
     ]
     callback = celery.signature(TASK_FINISH_RUN, args=(run_id,), **options)
@@ -261,12 +275,95 @@ def _launch(
     chord(header)(callback)
 
 
+def _chunk_signature(
+    celery: Celery,
+    job: Job,
+    run_id: str,
+    index: int,
+    spec: Spec,
+    params: dict[str, Any],
+    options: dict[str, Any],
+) -> Signature:
+    return celery.signature(
+        TASK_RUN_CHUNK,
+        args=(run_id, job.name, index, spec, params),
+        soft_time_limit=job.soft_time_limit,
+        time_limit=job.time_limit,
+        **options,
+    )
+
+
+def send_start_again(core: Core, celery: Celery, run: Run) -> bool:
+    """Send a queued run's start message again (its first was lost); False if it moved on.
+
+    ``start_run`` claims a run once, so a start message that was not lost after all only
+    finds the run claimed.
+    """
+    now = utcnow()
+    with core.transaction() as session:
+        moved = session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.status == QUEUED, _same(Run.sent_at, run.sent_at))
+            .values(sent_at=now)
+        )
+        if moved.rowcount != 1:
+            return False
+        celery.send_task(
+            TASK_START_RUN,
+            kwargs={"job": run.job, "params": run.params, "run_id": run.id, "trigger": run.trigger},
+            queue=run.queue,
+            ignore_result=True,
+        )
+    return True
+
+
+def _same(column: Any, value: datetime | None) -> Any:
+    return column.is_(None) if value is None else column == value
+
+
+def send_chunk_again(core: Core, celery: Celery, run: Run, chunk: RunChunk) -> bool:
+    """Send one chunk again from its stored spec (its message or its node was lost).
+
+    False when the chunk moved on meanwhile. The partial is stored once per chunk, so a
+    first message that was not lost after all changes nothing.
+    """
+    job = core.jobs.get(run.job)
+    with core.transaction() as session:
+        moved = session.execute(
+            update(RunChunk)
+            .where(
+                RunChunk.run_id == run.id,
+                RunChunk.chunk_index == chunk.chunk_index,
+                RunChunk.status == chunk.status,
+                RunChunk.sends == chunk.sends,
+            )
+            .values(status=PENDING, node=None, sends=chunk.sends + 1, sent_at=utcnow())
+        )
+        if moved.rowcount != 1:
+            return False
+        # Sent inside the transaction: if the broker refuses it, nothing says it was sent.
+        signature = _chunk_signature(
+            celery, job, run.id, chunk.chunk_index, chunk.spec or {}, run.params,
+            {"queue": run.queue},
+        )  # fmt: skip
+        signature.apply_async(ignore_result=True)
+    return True
+
+
 def run_chunk(
-    core: Core, run_id: str, job: str, index: int, spec: Spec, params: dict[str, Any]
+    core: Core,
+    run_id: str,
+    job: str,
+    index: int,
+    spec: Spec,
+    params: dict[str, Any],
+    *,
+    node: str | None = None,
 ) -> bool:
-    """Compute and store one chunk's partial; False when it was already stored."""
+    """Compute and store one chunk's partial on worker ``node``; False when there is nothing
+    to do (already stored, the run no longer running, or the chunk out of attempts)."""
     job_obj = core.jobs.get(job)
-    if not _mark_running(core, run_id, index):
+    if not _mark_running(core, run_id, index, node):
         return False
     validated = job_obj.validate_params(params, now=utcnow())
     try:
@@ -287,17 +384,48 @@ def run_chunk(
     return True
 
 
-def _mark_running(core: Core, run_id: str, index: int) -> bool:
-    """Count an attempt; False when the chunk's partial is already stored."""
+def _mark_running(core: Core, run_id: str, index: int, node: str | None) -> bool:
+    """Count an attempt on ``node``; False when the chunk is not to run (see run_chunk)."""
+    max_attempts = core.settings.chunk_max_attempts
     with core.transaction() as session:
+        run_status = session.scalar(select(Run.status).where(Run.id == run_id))
         stored = session.get(RunChunk, (run_id, index))
-        if stored is not None and stored.status == SUCCEEDED:
+        if run_status != RUNNING or (stored is not None and stored.status == SUCCEEDED):
             return False
-        if stored is None:
-            stored = RunChunk(run_id=run_id, chunk_index=index, status=RUNNING, attempts=0)
-            session.add(stored)
-        stored.status, stored.attempts, stored.started_at = RUNNING, stored.attempts + 1, utcnow()
-    return True
+        if stored is None:  # planned before chunk rows were stored with the plan
+            _insert_ignoring_duplicates(
+                session, RunChunk, {"run_id": run_id, "chunk_index": index, "status": PENDING}
+            )
+            stored = session.get(RunChunk, (run_id, index), with_for_update=True)
+            assert stored is not None
+            if stored.status == SUCCEEDED:
+                return False
+        attempts = stored.attempts
+        if attempts < max_attempts:
+            stored.status, stored.attempts = RUNNING, attempts + 1
+            stored.started_at, stored.node = utcnow(), node
+            return True
+    # Each start so far ended with its process or node gone (a redelivery): stop here.
+    give_up_chunk(
+        core,
+        run_id,
+        index,
+        f"started {attempts} times without finishing: its worker process or node was lost"
+        f" each time (limit BATCH_CHUNK_MAX_ATTEMPTS={max_attempts})",
+    )
+    return False
+
+
+def give_up_chunk(core: Core, run_id: str, index: int, reason: str) -> None:
+    """Fail a chunk that ran out of attempts with ``reason``, and so its run."""
+    with core.transaction() as session:
+        session.execute(
+            update(RunChunk)
+            .where(RunChunk.run_id == run_id, RunChunk.chunk_index == index)
+            .values(status=FAILED, error=reason, finished_at=utcnow())
+        )
+    log.error("run %s chunk %s: %s", run_id, index, reason)
+    fail_run(core, run_id, f"chunk {index}: {reason}")
 
 
 def _chunk_stored(session: Session, run_id: str, index: int) -> bool:
@@ -331,7 +459,7 @@ def _record_chunk_error(core: Core, run_id: str, index: int, exc: Exception) -> 
             session.execute(
                 update(RunChunk)
                 .where(RunChunk.run_id == run_id, RunChunk.chunk_index == index)
-                .values(status=FAILED, error=_describe(exc), finished_at=utcnow())
+                .values(status=FAILED, error=describe_error(exc), finished_at=utcnow())
             )
     except Exception:
         log.exception("could not record the error of chunk %s of run %s", index, run_id)
@@ -383,6 +511,8 @@ def fail_run(core: Core, run_id: str, error: str) -> None:
             .where(RunChunk.run_id == run_id, RunChunk.status.in_((FAILED, RUNNING)))
             .order_by(RunChunk.chunk_index)
         ).all()
+        failed = [row for row in unfinished if row.status == FAILED]
+        unfinished = failed or unfinished  # the chunks that failed say why; else who hung
         if unfinished:
             error = "; ".join(
                 f"chunk {index}: {message}"
@@ -415,10 +545,11 @@ def _planning_error(exc: Exception) -> str:
             f"{exc} on this worker: workers load jobs when they start, "
             "so restart them after adding a job"
         )
-    return _describe(exc)
+    return describe_error(exc)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """The exception's one-line description: ``ValueError: message``."""
     return "".join(traceback.format_exception_only(exc)).strip()
 
 

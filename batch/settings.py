@@ -105,6 +105,10 @@ class Settings:
     chunks_per_process: int = 4
     finish_deadline_seconds: int = 600
     reconcile_interval_seconds: int = 60
+    sweep_interval_seconds: float = 3.0
+    stall_seconds: int = 15
+    chunk_max_attempts: int = 4
+    worker_ttl_seconds: int = 15
     cookie_secure: bool = False
     login_attempts_per_minute: int = 10
     web_port: int = 5000
@@ -154,6 +158,16 @@ class Settings:
             ),
             reconcile_interval_seconds=int(
                 env.get("BATCH_RECONCILE_INTERVAL_SECONDS", defaults.reconcile_interval_seconds)
+            ),
+            sweep_interval_seconds=float(
+                env.get("BATCH_SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds)
+            ),
+            stall_seconds=int(env.get("BATCH_STALL_SECONDS", defaults.stall_seconds)),
+            chunk_max_attempts=int(
+                env.get("BATCH_CHUNK_MAX_ATTEMPTS", defaults.chunk_max_attempts)
+            ),
+            worker_ttl_seconds=int(
+                env.get("BATCH_WORKER_TTL_SECONDS", defaults.worker_ttl_seconds)
             ),
             cookie_secure=env.get("BATCH_COOKIE_SECURE", "").lower() in ("1", "true", "yes"),
             login_attempts_per_minute=int(

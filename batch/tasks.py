@@ -40,7 +40,16 @@ def _core(task: Task) -> Core:
     return task.app.batch_core
 
 
-@shared_task(name=TASK_START_RUN, bind=True, ignore_result=True, **RETRY_POLICY)
+# Acknowledged after it ran: a start taken by a worker process that dies is delivered again
+# (claiming a run is idempotent), not lost with the process.
+@shared_task(
+    name=TASK_START_RUN,
+    bind=True,
+    ignore_result=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    **RETRY_POLICY,
+)
 def start_run(
     self: Task,
     job: str,
@@ -82,7 +91,7 @@ def run_chunk(
     self: Task, run_id: str, job: str, index: int, spec: dict[str, Any], params: dict[str, Any]
 ) -> bool:
     """Process one chunk and store its partial (a repeat delivery changes nothing)."""
-    return runs.run_chunk(_core(self), run_id, job, index, spec, params)
+    return runs.run_chunk(_core(self), run_id, job, index, spec, params, node=self.request.hostname)
 
 
 @shared_task(name=TASK_FINISH_RUN, bind=True, ignore_result=True, **RETRY_POLICY)

@@ -41,6 +41,9 @@ def settings(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactor
         job_modules=TEST_JOB_MODULES,
         secret_key="test-secret-key-not-for-production",
         finish_deadline_seconds=30,
+        # The recovery sweep acts on every going run in SQL: only the recovery tests, with
+        # workers of their own, turn it on (tests/test_recovery.py).
+        sweep_interval_seconds=0,
     )
 
 
@@ -54,6 +57,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "BATCH_JOB_MODULES": ",".join(settings.job_modules),
         "BATCH_QUEUES": ",".join(settings.queues),
         "BATCH_FINISH_DEADLINE_SECONDS": str(settings.finish_deadline_seconds),
+        "BATCH_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
+        "BATCH_STALL_SECONDS": str(settings.stall_seconds),
+        "BATCH_CHUNK_MAX_ATTEMPTS": str(settings.chunk_max_attempts),
+        "BATCH_WORKER_TTL_SECONDS": str(settings.worker_ttl_seconds),
         "PYTHONPATH": str(ROOT),
     }
 

@@ -1,0 +1,305 @@
+"""The recovery sweep: SQL moves on every run that stopped moving.
+
+Celery's chord is the fast path. Its counter and the messages in flight live in the broker and
+in Redis, and a lost worker node, a flush or a restart of Redis lose them. Every few seconds
+the sweep reads the runs still going from SQL and moves on those that stopped:
+
+- a queued run whose start message was lost: its start is sent again;
+- a chunk whose message was lost, or whose worker node is gone: sent again from its stored
+  spec, until it has used ``BATCH_CHUNK_MAX_ATTEMPTS`` sends; then the run fails, naming it;
+- a run whose chunks are all stored but which did not finish (the chord was lost): finished;
+- a run with a chunk that failed for good but which was not marked failed: failed.
+
+A message counts as lost when it was sent before the Redis that carried it lost its data
+(the epoch key below is younger than the send), or when it waited ``BATCH_STALL_SECONDS``
+while its queue is empty (then no queue holds it, and with one message reserved per worker
+process, no live worker holds it unstarted either). Sending again is always safe: a partial
+is stored once per ``(run_id, chunk_index)``, and a run is claimed once.
+
+Every worker node runs a sweeper thread; a Redis lock lets one of them work at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import kombu.exceptions
+import redis
+import sqlalchemy.exc
+from celery import Celery, bootsteps
+from redis.lock import Lock
+from sqlalchemy import func, select
+
+from batch import capacity, queries, runs
+from batch.constants import REDIS_EPOCH_KEY, SWEEP_LOCK_KEY
+from batch.core import Core
+from batch.db import utcnow
+from batch.models import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Run, RunChunk
+
+log = logging.getLogger(__name__)
+
+#: Runs read per pass, oldest first; the rest wait for the next pass.
+MAX_RUNS_PER_PASS = 500
+#: A failed chunk may still be retried by Celery (transient errors back off up to 60 s).
+FAILED_CHUNK_GRACE = timedelta(seconds=90)
+#: Errors that mean a service is away for now: the pass is skipped and logged in one line.
+SERVICE_ERRORS = (
+    redis.RedisError,
+    sqlalchemy.exc.OperationalError,
+    kombu.exceptions.OperationalError,
+    OSError,
+)
+
+
+@dataclass
+class SweepResult:
+    """What one pass did, by action."""
+
+    starts_sent: list[str] = field(default_factory=list)
+    chunks_sent: list[tuple[str, int]] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.starts_sent or self.chunks_sent or self.finished or self.failed)
+
+
+def redis_epoch(client: redis.Redis, now: datetime) -> datetime:
+    """When this Redis's data began, as far as batch knows: set to ``now`` when missing."""
+    client.set(REDIS_EPOCH_KEY, now.isoformat(), nx=True)
+    return datetime.fromisoformat(client.get(REDIS_EPOCH_KEY) or now.isoformat())
+
+
+@dataclass
+class _Pass:
+    """What one pass knows about the world outside SQL."""
+
+    core: Core
+    celery: Celery
+    now: datetime
+    #: Messages sent before this on a Redis broker are gone; None on another broker.
+    broker_lost_before: datetime | None
+    nodes: set[str]
+    #: False just after Redis lost its data: the live nodes have not announced again yet.
+    nodes_known: bool
+    _idle: dict[str, bool] = field(default_factory=dict)
+
+    def lost(self, queue: str, sent_at: datetime | None) -> bool:
+        """Whether a message sent to ``queue`` at ``sent_at`` can no longer arrive."""
+        if sent_at is not None and self.broker_lost_before is not None:
+            if sent_at < self.broker_lost_before:
+                return True
+        stall = timedelta(seconds=self.core.settings.stall_seconds)
+        waited = sent_at is None or self.now - sent_at > stall
+        return waited and self.queue_idle(queue)
+
+    def queue_idle(self, queue: str) -> bool:
+        if queue not in self._idle:
+            length = queries.broker_queue_lengths(self.celery, [queue])[queue]
+            self._idle[queue] = length == 0 or length == queries.NOT_AVAILABLE
+        return self._idle[queue]
+
+
+def sweep(core: Core, celery: Celery, *, now: datetime | None = None) -> SweepResult:
+    """One pass over the going runs (see the module docstring); returns what it did."""
+    now = now or utcnow()
+    settings = core.settings
+    epoch = redis_epoch(core.redis, now)
+    on_redis_broker = settings.effective_broker_url == settings.redis_url
+    state = _Pass(
+        core=core,
+        celery=celery,
+        now=now,
+        broker_lost_before=epoch if on_redis_broker else None,
+        nodes=set(capacity.online_workers(core.redis)),
+        nodes_known=now - epoch > timedelta(seconds=settings.worker_ttl_seconds),
+    )
+    result = SweepResult()
+    going, unfinished, stored = _read_going(core)
+    for run in going:
+        if run.status == QUEUED:
+            if state.lost(run.queue, run.sent_at) and runs.send_start_again(core, celery, run):
+                log.warning("recovery: run %s: its start message was lost: sent again", run.id)
+                result.starts_sent.append(run.id)
+            continue
+        _move_running(state, run, unfinished.get(run.id, []), stored.get(run.id, 0), result)
+    return result
+
+
+def _read_going(core: Core) -> tuple[list[Run], dict[str, list[RunChunk]], dict[str, int]]:
+    with core.reading() as session:
+        going = list(
+            session.scalars(
+                select(Run)
+                .where(Run.status.in_((QUEUED, RUNNING)))
+                .order_by(Run.created_at)
+                .limit(MAX_RUNS_PER_PASS)
+            )
+        )
+        ids = [run.id for run in going if run.status == RUNNING]
+        unfinished: dict[str, list[RunChunk]] = {}
+        stored: dict[str, int] = {}
+        if ids:
+            for chunk in session.scalars(
+                select(RunChunk)
+                .where(RunChunk.run_id.in_(ids), RunChunk.status != SUCCEEDED)
+                .order_by(RunChunk.run_id, RunChunk.chunk_index)
+            ):
+                unfinished.setdefault(chunk.run_id, []).append(chunk)
+            stored = dict(
+                session.execute(
+                    select(RunChunk.run_id, func.count())
+                    .where(RunChunk.run_id.in_(ids), RunChunk.status == SUCCEEDED)
+                    .group_by(RunChunk.run_id)
+                ).all()
+            )
+    return going, unfinished, stored
+
+
+def _move_running(
+    state: _Pass, run: Run, unfinished: list[RunChunk], stored: int, result: SweepResult
+) -> None:
+    core = state.core
+    if run.chunk_count is not None and stored >= run.chunk_count and not unfinished:
+        _finish(core, run, result)
+        return
+    for chunk in unfinished:
+        if chunk.status == FAILED:
+            if chunk.finished_at is None or state.now - chunk.finished_at > FAILED_CHUNK_GRACE:
+                runs.fail_run(core, run.id, f"chunk {chunk.chunk_index} failed")
+                log.warning("recovery: run %s failed: chunk %s failed", run.id, chunk.chunk_index)
+                result.failed.append(run.id)
+                return
+            continue
+        why = _why_lost(state, run, chunk)
+        if why is None:
+            continue
+        if chunk.sends >= core.settings.chunk_max_attempts:
+            runs.give_up_chunk(
+                core, run.id, chunk.chunk_index,
+                f"sent {chunk.sends} times and lost each time (last: {why}; limit"
+                f" BATCH_CHUNK_MAX_ATTEMPTS={core.settings.chunk_max_attempts})",
+            )  # fmt: skip
+            result.failed.append(run.id)
+            return
+        if runs.send_chunk_again(core, state.celery, run, chunk):
+            log.warning("recovery: run %s chunk %s: %s: sent again", run.id, chunk.chunk_index, why)
+            result.chunks_sent.append((run.id, chunk.chunk_index))
+
+
+def _why_lost(state: _Pass, run: Run, chunk: RunChunk) -> str | None:
+    """Why this chunk will not finish by itself, or None when it still may."""
+    if chunk.status == RUNNING:
+        if chunk.node is not None and state.nodes_known and chunk.node not in state.nodes:
+            return f"its worker node {chunk.node} is gone"
+        return None
+    if chunk.status == PENDING and state.lost(run.queue, chunk.sent_at):
+        return "its message was lost"
+    return None
+
+
+def _finish(core: Core, run: Run, result: SweepResult) -> None:
+    try:
+        runs.finish_run(core, run.id)
+    except runs.MissingChunks:
+        return  # a chunk was stored as not done meanwhile: the next pass looks again
+    except Exception as exc:  # the job's reduce failed: that is the run's outcome
+        runs.fail_run(core, run.id, f"aggregating failed: {runs.describe_error(exc)}")
+        result.failed.append(run.id)
+        return
+    log.warning("recovery: run %s: every chunk stored, the chord was lost: finished", run.id)
+    result.finished.append(run.id)
+
+
+class Sweeper:
+    """The sweep loop of one worker node: one pass every interval while it holds the lock."""
+
+    def __init__(self, core: Core, celery: Celery) -> None:
+        self.core, self.celery = core, celery
+        interval = core.settings.sweep_interval_seconds
+        # Not thread-local: it is made in the worker's main thread and used in the sweep's.
+        self.lock = Lock(
+            core.redis, SWEEP_LOCK_KEY, timeout=max(3 * interval, 10), thread_local=False
+        )
+        self.stopping = threading.Event()
+        self._last_problem = ""
+
+    def run(self) -> None:
+        """Sweep until ``stopping`` is set."""
+        while not self.stopping.wait(self.core.settings.sweep_interval_seconds):
+            self.run_once()
+
+    def run_once(self) -> SweepResult | None:
+        """One pass if this node holds the sweep lock; None when another node sweeps."""
+        try:
+            if not self._hold_lock():
+                return None
+            result = sweep(self.core, self.celery)
+        except SERVICE_ERRORS as exc:
+            self._problem(f"recovery sweep skipped: {runs.describe_error(exc)}")
+            return None
+        except Exception:
+            log.exception("recovery sweep failed")
+            return None
+        self._problem("")
+        return result
+
+    def _hold_lock(self) -> bool:
+        if self.lock.local.token is not None:
+            try:
+                self.lock.reacquire()
+                return True
+            except redis.exceptions.LockError:
+                # Lost (a flush, a restart, or a pass longer than its timeout): take it anew.
+                self.lock.local.token = None
+        return bool(self.lock.acquire(blocking=False))
+
+    def _problem(self, message: str) -> None:
+        # One line when a service goes away and one when it is back, not one per pass.
+        if message and message != self._last_problem:
+            log.warning("%s", message)
+        elif not message and self._last_problem:
+            log.info("recovery sweep running again")
+        self._last_problem = message
+
+    def release(self) -> None:
+        """Let another node sweep at once."""
+        try:
+            if self.lock.owned():
+                self.lock.release()
+        except redis.RedisError:
+            pass  # gone with Redis, or expired: nothing to release
+
+
+class RecoverySweep(bootsteps.StartStopStep):
+    """Worker bootstep: runs a Sweeper in a thread, on its own connections."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.sweeper: Sweeper | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self, worker: Any) -> None:
+        from batch.celery_app import create_celery
+
+        settings = worker.app.batch_core.settings
+        if settings.sweep_interval_seconds <= 0:
+            return
+        # Its own app, core and connections: the pool's processes never share them.
+        celery = create_celery(settings)
+        self.sweeper = Sweeper(celery.batch_core, celery)
+        self.thread = threading.Thread(target=self.sweeper.run, name="batch-sweep", daemon=True)
+        self.thread.start()
+
+    def stop(self, worker: Any) -> None:
+        if self.sweeper is None or self.thread is None:
+            return
+        self.sweeper.stopping.set()
+        self.thread.join(timeout=10)
+        self.sweeper.release()
