@@ -80,7 +80,10 @@ class RunChunk(Base):
     #: The worker node (Celery hostname) that started it last.
     node: Mapped[str | None] = mapped_column(String(255))
     partial: Mapped[dict[str, Any] | None]
+    #: Why it failed, in one line: ``ValueError: message``.
     error: Mapped[str | None] = mapped_column(Text)
+    #: Where it failed: the exception's traceback, its head and tail kept within a bound.
+    traceback: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 

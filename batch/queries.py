@@ -243,7 +243,10 @@ class ChunkItem:
     index: int
     status: str
     attempts: int
+    node: str | None
     error: str | None
+    spec: dict[str, Any] | None
+    traceback: str | None
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -301,19 +304,27 @@ def find_run(session: Session, run_id: str) -> Run:
 def run_detail(session: Session, run_id: str) -> RunDetail:
     """The run (by id or unique id prefix) and its chunks (a run has few), or NotFound."""
     run = find_run(session, run_id)
+    return RunDetail(run, run_chunks(session, run.id))
+
+
+def run_chunks(session: Session, run_id: str) -> list[ChunkItem]:
+    """The chunks of a run in index order, by primary key; never their partials."""
     rows = session.execute(
         select(
             RunChunk.chunk_index.label("index"),
             RunChunk.status,
             RunChunk.attempts,
+            RunChunk.node,
             RunChunk.error,
+            RunChunk.spec,
+            RunChunk.traceback,
             RunChunk.started_at,
             RunChunk.finished_at,
         )
-        .where(RunChunk.run_id == run.id)
+        .where(RunChunk.run_id == run_id)
         .order_by(RunChunk.chunk_index)
     )
-    return RunDetail(run, [ChunkItem(**row._asdict()) for row in rows])
+    return [ChunkItem(**row._asdict()) for row in rows]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,7 @@ Every step is idempotent: a message delivered twice finds the state it already w
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ from batch.models import (
 log = logging.getLogger(__name__)
 
 RUN_ID_NAMESPACE = uuid.UUID("5b0c3a52-6a39-4b59-9d0e-4f1b7c1a9e11")
+#: A failed chunk's stored traceback is cut to this many characters: its first quarter (the
+#: outer frames, and a chained exception's first cause) and the rest of its tail (the
+#: innermost frames and the exception itself), around a marker saying how much was cut.
+MAX_TRACEBACK_CHARS = 8000
+#: Room kept for the marker: "[... N characters cut ...]" and its line ends.
+_CUT_MARKER_ROOM = 64
 
 
 class MissingChunks(BatchError):
@@ -287,6 +294,8 @@ def _chunk_signature(
     return celery.signature(
         TASK_RUN_CHUNK,
         args=(run_id, job.name, index, spec, params),
+        # Celery's own log lines ("Task <shadow>[<task id>] received") then name the chunk.
+        shadow=f"run {run_id} chunk {index}",
         soft_time_limit=job.soft_time_limit,
         time_limit=job.time_limit,
         **options,
@@ -363,35 +372,48 @@ def run_chunk(
     """Compute and store one chunk's partial on worker ``node``; False when there is nothing
     to do (already stored, the run no longer running, or the chunk out of attempts)."""
     job_obj = core.jobs.get(job)
-    if not _mark_running(core, run_id, index, node):
+    attempt = _mark_running(core, run_id, index, node)
+    if attempt is None:
         return False
     validated = job_obj.validate_params(params, now=utcnow())
+    began = time.monotonic()
     try:
         if job_obj.writes:
             with core.transaction() as session:
                 if _chunk_stored(session, run_id, index):
+                    log.info("run %s chunk %s already stored: nothing to do", run_id, index)
                     return False
                 partial = job_obj.process(spec, validated, db=session)
-                _store_partial(session, run_id, index, partial)
+                stored = _store_partial(session, run_id, index, partial)
         else:
             with core.reading() as session:
                 partial = job_obj.process(spec, validated, db=session)
             with core.transaction() as session:
-                _store_partial(session, run_id, index, partial)
+                stored = _store_partial(session, run_id, index, partial)
     except Exception as exc:
-        _record_chunk_error(core, run_id, index, exc)
+        _record_chunk_error(core, run_id, index, exc, attempt=attempt)
         raise
+    elapsed = time.monotonic() - began
+    if stored:
+        log.info("run %s chunk %s stored on attempt %s in %.3f s", run_id, index, attempt, elapsed)
+    else:
+        log.info("run %s chunk %s was stored first by another delivery", run_id, index)
     return True
 
 
-def _mark_running(core: Core, run_id: str, index: int, node: str | None) -> bool:
-    """Count an attempt on ``node``; False when the chunk is not to run (see run_chunk)."""
+def _mark_running(core: Core, run_id: str, index: int, node: str | None) -> int | None:
+    """Count an attempt on ``node``: its number, or None when the chunk is not to run."""
     max_attempts = core.settings.chunk_max_attempts
     with core.transaction() as session:
         run_status = session.scalar(select(Run.status).where(Run.id == run_id))
         stored = session.get(RunChunk, (run_id, index))
-        if run_status != RUNNING or (stored is not None and stored.status == SUCCEEDED):
-            return False
+        if run_status != RUNNING:
+            state = run_status or "gone"
+            log.info("run %s chunk %s not started: the run is %s", run_id, index, state)
+            return None
+        if stored is not None and stored.status == SUCCEEDED:
+            log.info("run %s chunk %s already stored: nothing to do", run_id, index)
+            return None
         if stored is None:  # planned before chunk rows were stored with the plan
             _insert_ignoring_duplicates(
                 session, RunChunk, {"run_id": run_id, "chunk_index": index, "status": PENDING}
@@ -399,12 +421,12 @@ def _mark_running(core: Core, run_id: str, index: int, node: str | None) -> bool
             stored = session.get(RunChunk, (run_id, index), with_for_update=True)
             assert stored is not None
             if stored.status == SUCCEEDED:
-                return False
+                return None
         attempts = stored.attempts
         if attempts < max_attempts:
             stored.status, stored.attempts = RUNNING, attempts + 1
             stored.started_at, stored.node = utcnow(), node
-            return True
+            return attempts + 1
     # Each start so far ended with its process or node gone (a redelivery): stop here.
     give_up_chunk(
         core,
@@ -413,7 +435,7 @@ def _mark_running(core: Core, run_id: str, index: int, node: str | None) -> bool
         f"started {attempts} times without finishing: its worker process or node was lost"
         f" each time (limit BATCH_CHUNK_MAX_ATTEMPTS={max_attempts})",
     )
-    return False
+    return None
 
 
 def give_up_chunk(core: Core, run_id: str, index: int, reason: str) -> None:
@@ -422,7 +444,7 @@ def give_up_chunk(core: Core, run_id: str, index: int, reason: str) -> None:
         session.execute(
             update(RunChunk)
             .where(RunChunk.run_id == run_id, RunChunk.chunk_index == index)
-            .values(status=FAILED, error=reason, finished_at=utcnow())
+            .values(status=FAILED, error=reason, traceback=None, finished_at=utcnow())
         )
     log.error("run %s chunk %s: %s", run_id, index, reason)
     fail_run(core, run_id, f"chunk {index}: {reason}")
@@ -439,27 +461,37 @@ def _chunk_stored(session: Session, run_id: str, index: int) -> bool:
     return status == SUCCEEDED
 
 
-def _store_partial(session: Session, run_id: str, index: int, partial: Partial) -> None:
+def _store_partial(session: Session, run_id: str, index: int, partial: Partial) -> bool:
     # The first stored partial wins: a duplicate that computed the same chunk changes nothing.
-    session.execute(
+    stored = session.execute(
         update(RunChunk)
         .where(
             RunChunk.run_id == run_id,
             RunChunk.chunk_index == index,
             RunChunk.status != SUCCEEDED,
         )
-        .values(status=SUCCEEDED, partial=partial, error=None, finished_at=utcnow())
+        .values(status=SUCCEEDED, partial=partial, error=None, traceback=None, finished_at=utcnow())
     )
+    return stored.rowcount == 1
 
 
-def _record_chunk_error(core: Core, run_id: str, index: int, exc: Exception) -> None:
+def _record_chunk_error(
+    core: Core, run_id: str, index: int, exc: Exception, *, attempt: int
+) -> None:
+    error = describe_error(exc)
+    log.error("run %s chunk %s failed on attempt %s: %s", run_id, index, attempt, error)
     # Best effort: when the database itself is the failure, the retry will record it.
     try:
         with core.transaction() as session:
             session.execute(
                 update(RunChunk)
                 .where(RunChunk.run_id == run_id, RunChunk.chunk_index == index)
-                .values(status=FAILED, error=describe_error(exc), finished_at=utcnow())
+                .values(
+                    status=FAILED,
+                    error=error,
+                    traceback=format_traceback(exc),
+                    finished_at=utcnow(),
+                )
             )
     except Exception:
         log.exception("could not record the error of chunk %s of run %s", index, run_id)
@@ -553,6 +585,30 @@ def describe_error(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(exc)).strip()
 
 
+def format_traceback(exc: BaseException) -> str:
+    """The exception's traceback, chained causes included, within MAX_TRACEBACK_CHARS."""
+    return cut_middle("".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS)
+
+
+def cut_middle(text: str, limit: int) -> str:
+    """``text`` if it fits in ``limit`` characters, else its head and tail around a marker.
+
+    The head is the first quarter of ``limit``; the tail fills the rest. Both are cut at
+    line ends where there are any, so no frame line is shown in half.
+    """
+    if len(text) <= limit:
+        return text
+    head = text[: limit // 4]
+    head = head[: head.rfind("\n") + 1] or head
+    tail = text[len(text) - (limit - len(head) - _CUT_MARKER_ROOM) :]
+    line_end = tail.find("\n")
+    if 0 <= line_end < len(tail) - 1:
+        tail = tail[line_end + 1 :]
+    cut = len(text) - len(head) - len(tail)
+    separator = "" if head.endswith("\n") else "\n"
+    return f"{head}{separator}[... {cut} characters cut ...]\n{tail}"
+
+
 def run_summary(session: Session, run: Run) -> dict[str, Any]:
     """The JSON view of a run shared by the CLI and the API."""
     return {
@@ -570,4 +626,21 @@ def run_summary(session: Session, run: Run) -> dict[str, Any]:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "result": run.result,
         "error": run.error,
+        "chunks": [_chunk_summary(chunk) for chunk in queries.run_chunks(session, run.id)],
+    }
+
+
+def _chunk_summary(chunk: queries.ChunkItem) -> dict[str, Any]:
+    # The same keys for every chunk; spec and traceback only where an operator needs them.
+    failed = chunk.status == FAILED
+    return {
+        "index": chunk.index,
+        "status": chunk.status,
+        "attempts": chunk.attempts,
+        "node": chunk.node,
+        "started_at": chunk.started_at.isoformat() if chunk.started_at else None,
+        "finished_at": chunk.finished_at.isoformat() if chunk.finished_at else None,
+        "error": chunk.error,
+        "spec": chunk.spec if failed else None,
+        "traceback": chunk.traceback if failed else None,
     }

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 import redis.exceptions
 import sqlalchemy.exc
+from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from celery import Task, shared_task
+from celery.exceptions import WorkerLostError
+from celery.worker.request import Request
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from batch import runs
@@ -18,6 +22,8 @@ from batch.constants import (
     TASK_START_RUN,
 )
 from batch.core import Core
+
+log = logging.getLogger(__name__)
 
 #: Errors that go away by themselves: a busy or restarting database, broker or Redis.
 TRANSIENT_ERRORS = (
@@ -40,6 +46,50 @@ def _core(task: Task) -> Core:
     return task.app.batch_core
 
 
+class RedeliveredRequest(Request):
+    """The request of an ``acks_late`` + ``reject_on_worker_lost`` task, logged honestly.
+
+    When the pool process running it dies (``kill -9``, the OOM killer), Celery 5.7 requeues
+    the message and then logs "Task handler raised error: WorkerLostError" at ERROR with a
+    traceback of billiard's internals, as if the task had failed. It has not: it will be
+    delivered again. That case is one WARNING line here instead.
+    """
+
+    requeued = False
+
+    def reject(self, requeue: bool = False) -> None:
+        """Reject the message, remembering whether it went back to its queue."""
+        self.requeued = requeue and not self.acknowledged
+        super().reject(requeue=requeue)
+
+    def on_failure(
+        self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
+        """Celery's handling, with a lost worker process logged as what it is."""
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        task = self.task
+        if not (
+            isinstance(exc, WorkerLostError)
+            and task.acks_late
+            and task.reject_on_worker_lost
+            and not task.retry_on_worker_lost
+        ):
+            super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+            return
+        # return_ok only silences the closing "Task handler raised error" line: Celery still
+        # requeues the message, or acknowledges it when its success was stored first (and
+        # says so itself).
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=True)
+        if self.requeued:
+            log.warning(
+                "Task %s[%s] lost its worker process (%s): the message is back in its queue"
+                " and will be delivered again",
+                self.name, self.id, exc,
+            )  # fmt: skip
+
+
 # Acknowledged after it ran: a start taken by a worker process that dies is delivered again
 # (claiming a run is idempotent), not lost with the process.
 @shared_task(
@@ -48,6 +98,7 @@ def _core(task: Task) -> Core:
     ignore_result=True,
     acks_late=True,
     reject_on_worker_lost=True,
+    Request=RedeliveredRequest,
     **RETRY_POLICY,
 )
 def start_run(
@@ -85,7 +136,12 @@ def start_run(
 
 
 @shared_task(
-    name=TASK_RUN_CHUNK, bind=True, acks_late=True, reject_on_worker_lost=True, **RETRY_POLICY
+    name=TASK_RUN_CHUNK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    Request=RedeliveredRequest,
+    **RETRY_POLICY,
 )
 def run_chunk(
     self: Task, run_id: str, job: str, index: int, spec: dict[str, Any], params: dict[str, Any]

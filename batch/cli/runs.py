@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 import time
+from datetime import datetime
 from typing import Any
 
 import click
@@ -136,16 +138,41 @@ def runs_list(ctx: Context, job: str | None, limit: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON object.")
 @pass_context
 def runs_show(ctx: Context, run_id: str, as_json: bool) -> None:
-    """Status, progress and result of one run."""
+    """Status, progress, result and chunks of one run (a failed chunk's spec and traceback)."""
     with ctx.core.reading() as session:
         summary = runs.run_summary(session, queries.find_run(session, run_id))
     if as_json:
         click.echo(json.dumps(summary))
         return
     for key, value in summary.items():
+        if key == "chunks":
+            _echo_chunks(value)
+            continue
         if key in ("params", "result"):
             value = json.dumps(value, indent=2) if value is not None else "-"
         click.echo(f"{key}: {value if value is not None else '-'}")
+
+
+def _echo_chunks(chunks: list[dict[str, Any]]) -> None:
+    """One line per chunk; under a failed one, its spec and its traceback."""
+    click.echo("chunks:" if chunks else "chunks: -")
+    for chunk in chunks:
+        line = (
+            f"  {chunk['index']:>3}  {chunk['status']:<9}  attempts {chunk['attempts']}"
+            f"  {chunk['node'] or '-'}  {_chunk_duration(chunk)}"
+        )
+        click.echo(f"{line}  {chunk['error']}" if chunk["error"] else line)
+        if chunk["spec"] is not None:
+            click.echo(f"       spec: {json.dumps(chunk['spec'], sort_keys=True)}")
+        if chunk["traceback"]:
+            click.echo(textwrap.indent(chunk["traceback"].rstrip("\n"), "       "))
+
+
+def _chunk_duration(chunk: dict[str, Any]) -> str:
+    if not (chunk["started_at"] and chunk["finished_at"]):
+        return "-"
+    started, finished = (datetime.fromisoformat(chunk[k]) for k in ("started_at", "finished_at"))
+    return f"{(finished - started).total_seconds():.2f}s"
 
 
 COMMANDS = [jobs_command, run_command, runs_group]
