@@ -9,15 +9,24 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from datetime import datetime
 from typing import Any
 
 from celery import Celery
 from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
-from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, get_redis
+from redbeat.schedulers import (
+    LUA_EXTEND_TO_SCRIPT,
+    RedBeatScheduler,
+    RedBeatSchedulerEntry,
+    get_redis,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockNotOwnedError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.lock import Lock
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from batch.celery_app import message_priority
 from batch.constants import SCHEDULE_LOCK_KEY, TASK_START_RUN
@@ -30,6 +39,12 @@ from batch.models import Run, Schedule
 log = logging.getLogger(__name__)
 
 SCHEDULE_LOCK_SECONDS = 120
+#: Redis errors that mean "not reachable now" (a restart, a network cut), not a bug.
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
+#: How often beat tries again while Redis does not answer.
+REDIS_RETRY_SECONDS = 1.0
+#: How often the lock is renewed during one long tick (a burst of due entries).
+LOCK_RENEW_SECONDS = 1.0
 CRON_TYPE = "batch.cron"
 INTERVAL_TYPE = "batch.interval"
 
@@ -217,16 +232,35 @@ def reconcile(core: Core, celery: Celery) -> dict[str, int]:
 
 
 class BatchScheduler(RedBeatScheduler):
-    """RedBeat's scheduler with reconcile at start and every minute, and fire times sent."""
+    """RedBeat's scheduler with reconcile at start and every minute, and fire times sent.
+
+    It also rides out a Redis that does not answer (one warning, a retry every second) and
+    a lost lock (taken again, or waited for as a standby), and renews the lock during a long
+    tick, so that the lock timeout can be short and a standby takes over fast.
+    """
 
     Entry = BatchEntry
 
+    #: Whether the lock must be taken (again) before the next tick may fire anything.
+    _lock_wanted = False
+    #: When the lock was last extended (monotonic), to renew it during a long tick.
+    _lock_extended_at = 0.0
+    #: When Redis stopped answering (monotonic), while it does not answer.
+    _redis_lost_at: float | None = None
+    _standby_logged = False
+    #: A Redis error met while sending a fire, which ends the tick.
+    _redis_error: Exception | None = None
+
     def setup_schedule(self) -> None:
-        super().setup_schedule()
         core: Core = self.app.batch_core
-        reconcile(core, self.app)
         self._stopping = threading.Event()
         self._reconcile_now = threading.Event()
+        try:
+            super().setup_schedule()
+            reconcile(core, self.app)
+        except REDIS_ERRORS as exc:
+            # Beat starts anyway: the first tick that reaches Redis takes the lock and reconciles.
+            self._redis_unreachable(exc)
         thread = threading.Thread(
             target=self._reconcile_forever,
             args=(core.settings.reconcile_interval_seconds,),
@@ -244,20 +278,100 @@ class BatchScheduler(RedBeatScheduler):
                 return
             try:
                 reconcile(self.app.batch_core, self.app)
+            except (*REDIS_ERRORS, DBAPIError) as exc:
+                # An outage, not a bug: one line per pass. The tick wakes this thread as soon
+                # as Redis answers again.
+                log.warning("reconcile failed (%s); retrying in %ss", exc, interval)
             except Exception:
                 log.exception("reconcile failed; retrying in %ss", interval)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         try:
-            return super().tick(*args, **kwargs)
+            if self._hold_lock():
+                self._lock_extended_at = time.monotonic()
+                interval = super().tick(*args, **kwargs)
+                self._end_tick_if_redis_failed()
+            else:
+                interval = self.max_interval  # a standby polls the lock every tick
         except LockNotOwnedError:
-            # Redis lost our lock (a flush or restart): it lost the schedule too. Take the
-            # lock back (or wait as a standby behind the beat that took it) and reconcile.
-            log.warning("beat lock lost: Redis was flushed or restarted; re-acquiring")
-            self.lock.acquire()
-            log.info("beat: lock re-acquired, reconciling schedules")
-            self._reconcile_now.set()
-            return 1.0
+            # Redis lost our lock (a flush or restart: it lost the schedule too), or it expired
+            # and another beat took it. Take it back, or wait as a standby behind that beat.
+            self._redis_answers()
+            log.warning("beat lock lost: Redis was flushed or restarted, or the lock expired")
+            self._lock_wanted = True
+            return 0.0
+        except REDIS_ERRORS as exc:
+            self._redis_unreachable(exc)
+            return REDIS_RETRY_SECONDS
+        self._redis_answers()
+        return interval
+
+    def maybe_due(self, entry: BatchEntry, **kwargs: Any) -> float:
+        self._end_tick_if_redis_failed()
+        # A burst of due entries makes a long tick: renew the lock as it goes, so the lock
+        # timeout bounds one step and not a whole tick; a beat whose lock was taken stops here.
+        if time.monotonic() - self._lock_extended_at >= LOCK_RENEW_SECONDS:
+            self.lock.extend(int(self.lock_timeout))
+            self._lock_extended_at = time.monotonic()
+        return super().maybe_due(entry, **kwargs)
+
+    def apply_async(self, entry: BatchEntry, *args: Any, **kwargs: Any) -> Any:
+        """Reserve and send one fire; a Redis error while reserving ends the tick."""
+        try:
+            return super().apply_async(entry, *args, **kwargs)
+        except REDIS_ERRORS as exc:
+            # Redis went away mid-tick: the entry was not advanced, so nothing was sent and the
+            # fire is still due. RedBeat's maybe_due would log it with a traceback and go on
+            # to fail (each after redis-py's retries) for every other due entry.
+            self._redis_error = exc
+            return None
+
+    def _end_tick_if_redis_failed(self) -> None:
+        error, self._redis_error = self._redis_error, None
+        if error is not None:
+            raise error
+
+    def _hold_lock(self) -> bool:
+        """Whether this beat holds the lock, taking it now if it is wanted and free."""
+        if self.lock is None:
+            # RedBeat's start-up handler could not take it: Redis did not answer then.
+            self.lock = self._new_lock()
+            self._lock_wanted = True
+        if not self._lock_wanted:
+            return True
+        if not self.lock.acquire(blocking=False):
+            if not self._standby_logged:
+                log.info("beat: another beat holds the lock; waiting as standby")
+                self._standby_logged = True
+            return False
+        self._lock_wanted = self._standby_logged = False
+        log.info("beat: lock re-acquired, reconciling schedules")
+        self._reconcile_now.set()
+        return True
+
+    def _new_lock(self) -> Lock:
+        # As RedBeat's acquire_distributed_beat_lock builds it, with its extend script.
+        client = get_redis(self.app)
+        lock = client.lock(self.lock_key, timeout=self.lock_timeout, sleep=self.max_interval)
+        lock.lua_extend = client.register_script(LUA_EXTEND_TO_SCRIPT)
+        return lock
+
+    def _redis_unreachable(self, exc: Exception) -> None:
+        if self._redis_lost_at is None:
+            self._redis_lost_at = time.monotonic()
+            log.warning(
+                "beat: Redis unreachable (%s); retrying every %ss", exc, REDIS_RETRY_SECONDS
+            )
+        else:
+            log.debug("beat: Redis still unreachable (%s)", exc)
+
+    def _redis_answers(self) -> None:
+        if self._redis_lost_at is None:
+            return
+        down = time.monotonic() - self._redis_lost_at
+        self._redis_lost_at = None
+        log.info("beat: Redis answers again after %.0fs; reconciling schedules", down)
+        self._reconcile_now.set()
 
     def reserve(self, entry: BatchEntry) -> BatchEntry:
         """Advance the entry to the fire time being sent and put that time in the message."""
@@ -273,4 +387,8 @@ class BatchScheduler(RedBeatScheduler):
         if stopping is not None:
             stopping.set()
             self._reconcile_now.set()
-        super().close()
+        try:
+            super().close()
+        except REDIS_ERRORS as exc:
+            log.warning("beat: lock not released (%s); it expires by itself", exc)
+            self.lock = None  # Celery may close twice: say it once

@@ -53,7 +53,10 @@ def create_celery(settings: Settings, core: Core | None = None) -> Celery:
         redbeat_redis_url=settings.redis_url,
         redbeat_key_prefix=REDBEAT_KEY_PREFIX,
         redbeat_redis_options={},
-        beat_max_loop_interval=5,
+        # Beat ticks at least every second and a standby tries the lock as often, so that a
+        # standby fires about 1 s after the lock timeout (docs/architecture.md).
+        beat_max_loop_interval=1,
+        redbeat_lock_timeout=settings.beat_lock_timeout_seconds,
         # Extra job modules load at worker start, with any Celery tasks they define.
         imports=list(settings.job_modules),
     )

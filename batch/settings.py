@@ -105,6 +105,7 @@ class Settings:
     chunks_per_process: int = 4
     finish_deadline_seconds: int = 600
     reconcile_interval_seconds: int = 60
+    beat_lock_timeout_seconds: int = 5
     sweep_interval_seconds: float = 3.0
     stall_seconds: int = 15
     chunk_max_attempts: int = 4
@@ -115,6 +116,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_queue_names(self.queues)
+        if self.beat_lock_timeout_seconds < 3:
+            # Beat sleeps up to 1 s between ticks and renews the lock every second of a tick.
+            raise ValueError("BATCH_BEAT_LOCK_TIMEOUT_SECONDS must be at least 3")
 
     @property
     def effective_broker_url(self) -> str:
@@ -158,6 +162,9 @@ class Settings:
             ),
             reconcile_interval_seconds=int(
                 env.get("BATCH_RECONCILE_INTERVAL_SECONDS", defaults.reconcile_interval_seconds)
+            ),
+            beat_lock_timeout_seconds=int(
+                env.get("BATCH_BEAT_LOCK_TIMEOUT_SECONDS", defaults.beat_lock_timeout_seconds)
             ),
             sweep_interval_seconds=float(
                 env.get("BATCH_SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -23,21 +23,26 @@ from tests.conftest import settings_env
 from tests.test_engine import expected_sum
 
 
-@pytest.fixture
-def beat(core: Core, worker: Path, tmp_path: Path) -> Iterator[Path]:
-    log_path = tmp_path / "beat.log"
+def start_beat(env: Mapping[str, str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """Start ``celery beat`` with our scheduler, as the Procfile does, logging to ``log_path``."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [
                 sys.executable, "-m", "celery", "-A", "batch.worker", "beat",
                 "--scheduler", "batch.beat:BatchScheduler", "--loglevel", "INFO",
                 "--pidfile", "",
             ],
-            env=settings_env(core.settings),
-            cwd=tmp_path,
+            env=dict(env),
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
+
+
+@pytest.fixture
+def beat(core: Core, worker: Path, tmp_path: Path) -> Iterator[Path]:
+    log_path = tmp_path / "beat.log"
+    process = start_beat(settings_env(core.settings), log_path, tmp_path)
     yield log_path
     process.terminate()
     process.wait(timeout=20)
