@@ -16,7 +16,8 @@ RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 SKIPPED = "skipped"
-FINISHED_STATES = (SUCCEEDED, FAILED, SKIPPED)
+CANCELLED = "cancelled"
+FINISHED_STATES = (SUCCEEDED, FAILED, SKIPPED, CANCELLED)
 #: A chunk planned and sent, not started yet.
 PENDING = "pending"
 

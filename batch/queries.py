@@ -36,12 +36,22 @@ from batch import capacity
 from batch.core import Core
 from batch.db import utcnow
 from batch.exceptions import NotFound, UserError
-from batch.models import FAILED, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Run, RunChunk, Schedule
+from batch.models import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    Run,
+    RunChunk,
+    Schedule,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RUN_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, SKIPPED)
+RUN_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED)
 GOING_STATES = (QUEUED, RUNNING)
 DEFAULT_PAGE = 25
 MAX_PAGE = 200

@@ -31,6 +31,7 @@ from batch.db import utcnow
 from batch.exceptions import BatchError, Conflict, NotFound, ServiceUnavailable, UnknownJob
 from batch.jobs import Job, Partial, Spec
 from batch.models import (
+    CANCELLED,
     FAILED,
     PENDING,
     QUEUED,
@@ -129,8 +130,37 @@ def submit_run(
     return run_id
 
 
+def cancel_run(core: Core, run_id: str, *, actor: str) -> Run:
+    """Cancel a queued or running run (by id or unique prefix); returns it, now cancelled.
+
+    Its chunks not started yet never run (``run_chunk`` only runs chunks of a running run)
+    and are marked cancelled; a chunk already running finishes, and its partial is stored but
+    changes nothing. Raises NotFound, and Conflict for a run that already ended.
+    """
+    now = utcnow()
+    with core.transaction() as session:
+        run = queries.find_run(session, run_id)
+        ended = session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.status.in_((QUEUED, RUNNING)))
+            .values(status=CANCELLED, error=f"cancelled by {actor}", finished_at=now)
+        )
+        if ended.rowcount != 1:
+            raise Conflict(
+                f"run {run.id} is {run.status}: only a queued or running run can be cancelled"
+            )
+        session.execute(
+            update(RunChunk)
+            .where(RunChunk.run_id == run.id, RunChunk.status == PENDING)
+            .values(status=CANCELLED, finished_at=now)
+        )
+        session.refresh(run)
+    log.info("run %s cancelled by %s", run.id, actor)
+    return run
+
+
 def retry_run(core: Core, celery: Celery, run_id: str, *, trigger: str) -> str:
-    """Submit a new run of a failed run's job with its params; returns the new run id.
+    """Submit a new run of a failed or cancelled run's job with its params; returns its id.
 
     ``trigger`` names who asks (``user:ann``); the new run's trigger adds "(retry of <id>)".
     Raises NotFound for an unknown run and Conflict unless the run failed.
@@ -138,8 +168,8 @@ def retry_run(core: Core, celery: Celery, run_id: str, *, trigger: str) -> str:
     with core.reading() as session:
         run = queries.find_run(session, run_id)
         job, params, status = run.job, run.params, run.status
-    if status != FAILED:
-        raise Conflict(f"run {run_id} is {status}: only a failed run can be retried")
+    if status not in (FAILED, CANCELLED):
+        raise Conflict(f"run {run_id} is {status}: only a failed or cancelled run can be retried")
     return submit_run(core, celery, job, params, trigger=f"{trigger} (retry of {run_id})")
 
 

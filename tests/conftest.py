@@ -15,7 +15,16 @@ from sqlalchemy import delete
 from batch import migrate, users
 from batch.celery_app import close_celery, create_celery
 from batch.core import Core
-from batch.models import ApiToken, AuditEntry, Order, Run, RunChunk, Schedule, User
+from batch.models import (
+    FINISHED_STATES,
+    ApiToken,
+    AuditEntry,
+    Order,
+    Run,
+    RunChunk,
+    Schedule,
+    User,
+)
 from batch.processes import start_worker, stop_process
 from batch.redis_server import PrivateRedis, start_private_redis
 from batch.settings import Settings
@@ -106,7 +115,7 @@ def wait_for_run(core: Core, run_id: str, timeout: float = 60) -> Run:
     while time.monotonic() < deadline:
         with core.transaction() as session:
             run = session.get(Run, run_id)
-            if run is not None and run.status in ("succeeded", "failed", "skipped"):
+            if run is not None and run.status in FINISHED_STATES:
                 return run
         time.sleep(0.05)
     raise AssertionError(f"run {run_id} did not finish in {timeout}s")

@@ -205,3 +205,23 @@ def test_a_chunk_whose_process_dies_every_time_fails_the_run_naming_it(lab: Faul
     assert run.error == f"chunk {chunk.chunk_index}: {reason}"
     assert chunk.spec["first"] <= 500 <= chunk.spec["last"]
     assert lab.going() == 0
+
+
+def test_cancel_of_a_running_run(lab: FaultLab) -> None:
+    lab.start_node("node-a")
+    run_id = lab.submit(n=8000, seconds=1.0)
+    wait_until(lambda: lab.chunks(run_id, RUNNING) == 2)
+    cancelled = runs.cancel_run(lab.core, run_id[:8], actor="user:ann")
+    assert (cancelled.id, cancelled.status, cancelled.error) == (
+        run_id, "cancelled", "cancelled by user:ann"
+    )  # fmt: skip
+    # The two running chunks finish and store their partials; the six others never start,
+    # and the sweep leaves the run alone: it ended.
+    wait_until(lambda: lab.chunks(run_id, "succeeded") == 2, timeout=10)
+    time.sleep(3 * lab.settings.sweep_interval_seconds + 1.5)
+    chunks = chunk_rows(lab, run_id)
+    assert sorted(c.status for c in chunks.values()) == ["cancelled"] * 6 + ["succeeded"] * 2
+    assert all(c.attempts == 0 for c in chunks.values() if c.status == "cancelled")
+    run = wait_for_run(lab.core, run_id)
+    assert (run.status, run.result) == ("cancelled", None)
+    assert lab.going() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from functools import cached_property
 from typing import Any
@@ -45,6 +46,11 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context, ensure=True)
+
+
+def cli_actor() -> str:
+    """Who a command acts as, in audit entries and run errors: ``cli:<login>``."""
+    return f"cli:{getpass.getuser()}"
 
 
 def fail(message: str) -> None:

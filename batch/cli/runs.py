@@ -13,7 +13,7 @@ import click
 from sqlalchemy import select
 
 from batch import queries, runs
-from batch.cli import Context, fail, pass_context
+from batch.cli import Context, cli_actor, fail, pass_context
 from batch.models import FINISHED_STATES, Run
 
 POLL_SECONDS = 0.2
@@ -173,6 +173,15 @@ def _chunk_duration(chunk: dict[str, Any]) -> str:
         return "-"
     started, finished = (datetime.fromisoformat(chunk[k]) for k in ("started_at", "finished_at"))
     return f"{(finished - started).total_seconds():.2f}s"
+
+
+@runs_group.command("cancel")
+@click.argument("run_id")
+@pass_context
+def runs_cancel(ctx: Context, run_id: str) -> None:
+    """Cancel a queued or running run: chunks not started yet will not run."""
+    run = runs.cancel_run(ctx.core, run_id, actor=cli_actor())
+    click.echo(f"cancelled {run.id}")
 
 
 COMMANDS = [jobs_command, run_command, runs_group]

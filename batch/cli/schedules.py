@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import getpass
 import sys
 from pathlib import Path
 
 import click
 
 from batch import schedules
-from batch.cli import Context, pass_context
+from batch.cli import Context, cli_actor, pass_context
 
 DEFAULT_SCHEDULES_DIR = Path("schedules")
 #: ``batch schedules diff`` exits with this when the files and SQL differ (as diff(1) does).
 DRIFT_EXIT = 1
-
-
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
 
 
 @click.group("schedules")
@@ -53,7 +48,7 @@ def schedules_import(ctx: Context, path: Path) -> None:
     alone. Prints one line per schedule: created, updated (with each field's old -> new value)
     or unchanged.
     """
-    changes = schedules.import_schedules(ctx.core, ctx.celery, path, actor=_actor())
+    changes = schedules.import_schedules(ctx.core, ctx.celery, path, actor=cli_actor())
     for change in changes:
         click.echo(change.describe())
 
@@ -82,7 +77,7 @@ def schedules_diff(ctx: Context, path: Path) -> None:
 @pass_context
 def schedules_enable(ctx: Context, name: str) -> None:
     """Enable schedule NAME."""
-    schedules.set_enabled(ctx.core, ctx.celery, name, True, actor=_actor())
+    schedules.set_enabled(ctx.core, ctx.celery, name, True, actor=cli_actor())
     click.echo(f"enabled {name}")
 
 
@@ -91,7 +86,7 @@ def schedules_enable(ctx: Context, name: str) -> None:
 @pass_context
 def schedules_disable(ctx: Context, name: str) -> None:
     """Disable schedule NAME (it stays in SQL, it stops firing)."""
-    schedules.set_enabled(ctx.core, ctx.celery, name, False, actor=_actor())
+    schedules.set_enabled(ctx.core, ctx.celery, name, False, actor=cli_actor())
     click.echo(f"disabled {name}")
 
 
@@ -100,7 +95,7 @@ def schedules_disable(ctx: Context, name: str) -> None:
 @pass_context
 def schedules_remove(ctx: Context, name: str) -> None:
     """Delete schedule NAME."""
-    schedules.remove_schedule(ctx.core, ctx.celery, name, actor=_actor())
+    schedules.remove_schedule(ctx.core, ctx.celery, name, actor=cli_actor())
     click.echo(f"removed {name}")
 
 

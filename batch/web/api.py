@@ -66,6 +66,14 @@ def get_run(run_id: str) -> Response:
         return jsonify(runs.run_summary(session, queries.find_run(session, run_id)))
 
 
+@blueprint.post("/runs/<run_id>/cancel")
+def cancel_run(run_id: str) -> Response:
+    """Cancel a queued or running run; the run as it is now (409 when it already ended)."""
+    run = runs.cancel_run(current_core(), run_id, actor=g.actor)
+    with current_core().reading() as session:
+        return jsonify(runs.run_summary(session, queries.find_run(session, run.id)))
+
+
 @blueprint.get("/schedules")
 def list_schedules() -> Response:
     """Every schedule, by name."""

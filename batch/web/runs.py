@@ -20,7 +20,8 @@ from flask import (
 
 from batch import queries, runs
 from batch.exceptions import Conflict, NotFound, UserError
-from batch.models import FAILED
+from batch.models import CANCELLED, FAILED
+from batch.queries import GOING_STATES
 from batch.web import current_celery, current_core
 
 blueprint = Blueprint("runs", __name__, url_prefix="/runs")
@@ -107,8 +108,17 @@ def show(run_id: str) -> Any:
         detail=detail,
         run=detail.run,
         trigger=describe_trigger(detail.run.trigger),
-        can_retry=detail.run.status == FAILED,
+        can_retry=detail.run.status in (FAILED, CANCELLED),
+        can_cancel=detail.run.status in GOING_STATES,
     )
+
+
+@blueprint.post("/<run_id>/cancel")
+def cancel(run_id: str) -> Any:
+    """Cancel a queued or running run; back to its page."""
+    run = runs.cancel_run(current_core(), run_id, actor=g.actor)
+    flash(f"Run {run.id[:8]} cancelled: chunks not started will not run.", "info")
+    return redirect(url_for("runs.show", run_id=run.id))
 
 
 @blueprint.post("/<run_id>/retry")

@@ -250,8 +250,9 @@ def test_retry_needs_a_failed_run(client: FlaskClient, mixed: Core) -> None:
     token = csrf_token(client, "/runs/")
     response = client.post("/runs/r5/retry", data={"csrf_token": token})
     assert response.status_code == 409
-    assert "run r5 is succeeded: only a failed run can be retried" in response.get_data(
-        as_text=True
+    assert (
+        "run r5 is succeeded: only a failed or cancelled run can be retried"
+        in response.get_data(as_text=True)
     )
     missing = client.post("/runs/nope/retry", data={"csrf_token": token})
     assert missing.status_code == 404
@@ -275,3 +276,17 @@ def test_durations_are_readable(client: FlaskClient, core: Core) -> None:
     )
     page = client.get("/runs/long").get_data(as_text=True)
     assert "4 min 05 s" in page
+
+
+def test_a_running_run_with_every_chunk_stored_shows_aggregating(
+    client: FlaskClient, core: Core
+) -> None:
+    add_run(core, "agg", status="running", chunk_count=2, finished_at=None)
+    add_chunks(core, "agg", ["succeeded", "succeeded"])
+    add_run(core, "half", status="running", chunk_count=2, finished_at=None, minute=1)
+    add_chunks(core, "half", ["succeeded", "running"])
+    badge = '<span class="status running" data-role="status">{}</span>'
+    assert badge.format("aggregating") in client.get("/runs/agg").get_data(as_text=True)
+    assert badge.format("running") in client.get("/runs/half").get_data(as_text=True)
+    listed = client.get("/runs/").get_data(as_text=True)
+    assert listed.count(badge.format("aggregating")) == listed.count(badge.format("running")) == 1

@@ -18,7 +18,8 @@
   function update(el, run) {
     var badge = el.querySelector("[data-role=status]");
     if (badge) {
-      badge.textContent = run.status;
+      var aggregating = run.status === "running" && run.total && run.done >= run.total;
+      badge.textContent = aggregating ? "aggregating" : run.status;
       badge.className = "status " + run.status;
     }
     var bar = el.querySelector("[data-role=bar]");
