@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from batch.constants import DEFAULT_QUEUES
 
@@ -144,41 +145,48 @@ class Settings:
         """
         found = read_services_file(services_file) if services_file else {}
         env = {**found, **(os.environ if environ is None else environ)}
-        defaults = cls()
-        queues = _split(env.get("BATCH_QUEUES", "")) or defaults.queues
-        return cls(
-            redis_url=env.get("REDIS_URL", defaults.redis_url),
-            broker_url=env.get("BROKER_URL", ""),
-            database_url=env.get("DATABASE_URL", defaults.database_url),
-            secret_key=env.get("SECRET_KEY", defaults.secret_key),
-            job_modules=_split(env.get("BATCH_JOB_MODULES", "")),
-            queues=queues,
-            worker_concurrency=int(env.get("WORKER_CONCURRENCY", defaults.worker_concurrency)),
-            chunks_per_process=int(
-                env.get("BATCH_CHUNKS_PER_PROCESS", defaults.chunks_per_process)
-            ),
-            finish_deadline_seconds=int(
-                env.get("BATCH_FINISH_DEADLINE_SECONDS", defaults.finish_deadline_seconds)
-            ),
-            reconcile_interval_seconds=int(
-                env.get("BATCH_RECONCILE_INTERVAL_SECONDS", defaults.reconcile_interval_seconds)
-            ),
-            beat_lock_timeout_seconds=int(
-                env.get("BATCH_BEAT_LOCK_TIMEOUT_SECONDS", defaults.beat_lock_timeout_seconds)
-            ),
-            sweep_interval_seconds=float(
-                env.get("BATCH_SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds)
-            ),
-            stall_seconds=int(env.get("BATCH_STALL_SECONDS", defaults.stall_seconds)),
-            chunk_max_attempts=int(
-                env.get("BATCH_CHUNK_MAX_ATTEMPTS", defaults.chunk_max_attempts)
-            ),
-            worker_ttl_seconds=int(
-                env.get("BATCH_WORKER_TTL_SECONDS", defaults.worker_ttl_seconds)
-            ),
-            cookie_secure=env.get("BATCH_COOKIE_SECURE", "").lower() in ("1", "true", "yes"),
-            login_attempts_per_minute=int(
-                env.get("BATCH_LOGIN_ATTEMPTS_PER_MINUTE", defaults.login_attempts_per_minute)
-            ),
-            web_port=int(env.get("PORT", defaults.web_port)),
-        )
+        values = {
+            name: parse(env[variable])
+            for name, (variable, parse, _) in VARIABLES.items()
+            if variable in env
+        }
+        if not values.get("queues", True):
+            del values["queues"]  # BATCH_QUEUES set but empty: the default queues
+        return cls(**values)
+
+    def as_env(self) -> dict[str, str]:
+        """The environment variables that make ``from_env`` build these settings again."""
+        return {
+            variable: show(getattr(self, name)) for name, (variable, _, show) in VARIABLES.items()
+        }
+
+
+def _flag(value: str) -> bool:
+    return value.lower() in ("1", "true", "yes")
+
+
+def _join(values: tuple[str, ...]) -> str:
+    return ",".join(values)
+
+
+#: Each setting's environment variable, how to read it, and how to write it back.
+VARIABLES: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
+    "redis_url": ("REDIS_URL", str, str),
+    "broker_url": ("BROKER_URL", str, str),
+    "database_url": ("DATABASE_URL", str, str),
+    "secret_key": ("SECRET_KEY", str, str),
+    "job_modules": ("BATCH_JOB_MODULES", _split, _join),
+    "queues": ("BATCH_QUEUES", _split, _join),
+    "worker_concurrency": ("WORKER_CONCURRENCY", int, str),
+    "chunks_per_process": ("BATCH_CHUNKS_PER_PROCESS", int, str),
+    "finish_deadline_seconds": ("BATCH_FINISH_DEADLINE_SECONDS", int, str),
+    "reconcile_interval_seconds": ("BATCH_RECONCILE_INTERVAL_SECONDS", int, str),
+    "beat_lock_timeout_seconds": ("BATCH_BEAT_LOCK_TIMEOUT_SECONDS", int, str),
+    "sweep_interval_seconds": ("BATCH_SWEEP_INTERVAL_SECONDS", float, str),
+    "stall_seconds": ("BATCH_STALL_SECONDS", int, str),
+    "chunk_max_attempts": ("BATCH_CHUNK_MAX_ATTEMPTS", int, str),
+    "worker_ttl_seconds": ("BATCH_WORKER_TTL_SECONDS", int, str),
+    "cookie_secure": ("BATCH_COOKIE_SECURE", _flag, lambda on: "1" if on else "0"),
+    "login_attempts_per_minute": ("BATCH_LOGIN_ATTEMPTS_PER_MINUTE", int, str),
+    "web_port": ("PORT", int, str),
+}

@@ -5,6 +5,7 @@ Each item costs about 20 us of pure-Python CPU (``ROUNDS`` steps of an LCG).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import shared_task
@@ -63,3 +64,30 @@ def plain_item(item: int) -> int:
 def plain_total(values: list[int]) -> int:
     """The plain-chord baseline's callback."""
     return sum(values)
+
+
+class SlowParams(Params):
+    n: int = Field(default=8000, ge=1)
+    seconds: float = Field(default=1.0, ge=0, le=60)
+
+
+class SlowSum(Job):
+    """Sum of i*i for i in 0..n-1; each chunk sleeps ``seconds`` first (a fault lands mid-run)."""
+
+    name = "bench.slow_sum"
+    params_model = SlowParams
+
+    def plan(self, params: SlowParams, *, chunks: int, db: Session) -> list[Spec]:
+        return [{"first": lo, "last": hi} for lo, hi in split_range(0, params.n - 1, chunks)]
+
+    def process(self, spec: Spec, params: SlowParams, *, db: Session) -> Partial:
+        time.sleep(params.seconds)
+        return {"sum": sum(i * i for i in range(spec["first"], spec["last"] + 1))}
+
+    def reduce(self, partials: list[Partial]) -> dict[str, Any]:
+        return {"sum": sum(partial["sum"] for partial in partials)}
+
+
+def slow_sum_expected(n: int) -> int:
+    """SlowSum's exact result, in closed form."""
+    return (n - 1) * n * (2 * n - 1) // 6

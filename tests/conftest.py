@@ -58,20 +58,7 @@ def settings(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactor
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a subprocess read ``settings``."""
-    return {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "BROKER_URL": settings.broker_url,
-        "DATABASE_URL": settings.database_url,
-        "BATCH_JOB_MODULES": ",".join(settings.job_modules),
-        "BATCH_QUEUES": ",".join(settings.queues),
-        "BATCH_FINISH_DEADLINE_SECONDS": str(settings.finish_deadline_seconds),
-        "BATCH_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
-        "BATCH_STALL_SECONDS": str(settings.stall_seconds),
-        "BATCH_CHUNK_MAX_ATTEMPTS": str(settings.chunk_max_attempts),
-        "BATCH_WORKER_TTL_SECONDS": str(settings.worker_ttl_seconds),
-        "PYTHONPATH": str(ROOT),
-    }
+    return {**os.environ, **settings.as_env(), "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture(scope="session")

@@ -19,11 +19,12 @@ from celery import Celery
 from batch import queries, runs
 from batch.celery_app import close_celery, create_celery
 from batch.core import Core
+from batch.lab import Lab
 from batch.models import RunChunk
 from tests.conftest import ROOT, wait_for_run
 from tests.test_cli import cli
 from tests.test_queries import SUMS, T0, add_run
-from tests.test_recovery import RECOVERY_SECONDS, FaultLab, lab  # noqa: F401  (lab: a fixture)
+from tests.test_recovery import RECOVERY_SECONDS, lab  # noqa: F401  (lab: a fixture)
 
 SUM_FAILURE = "ValueError: chunk with item 500 failed on purpose"
 DEEP_FAILURE = "LookupError: item 500: nothing down here"
@@ -158,7 +159,7 @@ def test_a_failed_chunk_stores_its_error_traceback_spec_node_and_attempts(
 
 
 @pytest.fixture
-def deep_lab(lab: FaultLab) -> Iterator[FaultLab]:  # noqa: F811
+def deep_lab(lab: Lab) -> Iterator[Lab]:  # noqa: F811
     """The recovery lab with the job ``tests.deep_failure`` on its nodes and its core."""
     settings = replace(
         lab.settings, job_modules=(*lab.settings.job_modules, "tests.jobs_for_errors")
@@ -169,7 +170,7 @@ def deep_lab(lab: FaultLab) -> Iterator[FaultLab]:  # noqa: F811
     close_celery(deep.celery)
 
 
-def test_a_long_traceback_is_stored_as_its_head_and_tail(deep_lab: FaultLab) -> None:
+def test_a_long_traceback_is_stored_as_its_head_and_tail(deep_lab: Lab) -> None:
     deep_lab.start_node("node-a")
     run_id = runs.submit_run(
         deep_lab.core, deep_lab.celery, "tests.deep_failure", {"depth": 300}, trigger="test"
@@ -204,7 +205,7 @@ def test_a_long_traceback_is_stored_as_its_head_and_tail(deep_lab: FaultLab) -> 
 
 
 def test_a_killed_worker_process_is_one_warning_naming_the_run_and_chunk(
-    lab: FaultLab,  # noqa: F811
+    lab: Lab,  # noqa: F811
 ) -> None:
     lab.settings = replace(lab.settings, chunk_max_attempts=2)
     lab.start_node("node-a")

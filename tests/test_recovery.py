@@ -8,24 +8,20 @@ message lost after 3 s in an empty queue, a node gone after 3 s without its anno
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from subprocess import Popen
 
 import pytest
-from celery import Celery
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from batch import runs
-from batch.celery_app import close_celery, create_celery
 from batch.core import Core
-from batch.models import QUEUED, RUNNING, Run, RunChunk
-from batch.processes import kill_node, start_worker, stop_process
-from batch.redis_server import PrivateRedis, start_private_redis
-from batch.settings import Settings
-from tests.conftest import ROOT, settings_env, wait_for_run
+from batch.lab import Lab, wait_until
+from batch.models import RUNNING, RunChunk
+from tests.conftest import ROOT, wait_for_run
 from tests.test_engine import expected_sum
 
 #: Within this long of a fault, every run must have ended (the issue's target).
@@ -34,82 +30,27 @@ QUEUE = "recovery"
 JOB = "tests.slow_squares"
 
 
-@dataclass
-class FaultLab:
-    """A private Redis, settings that use it, and the worker nodes started on them."""
-
-    settings: Settings
-    redis_server: PrivateRedis
-    directory: Path
-    core: Core
-    celery: Celery
-    nodes: list[Popen[bytes]] = field(default_factory=list)
-
-    def start_node(self, name: str, concurrency: int = 2) -> Popen[bytes]:
-        """A worker node consuming every queue of the lab; waits until it is announced."""
-        node = start_worker(
-            settings_env(self.settings), self.directory / f"{name}.log", name=name,
-            redis_url=self.settings.redis_url, concurrency=concurrency, cwd=ROOT,
-        )  # fmt: skip
-        self.nodes.append(node)
-        return node
-
-    def submit(self, n: int = 8000, seconds: float = 1.0) -> str:
-        return runs.submit_run(
-            self.core, self.celery, JOB, {"n": n, "seconds": seconds}, trigger="test"
-        )
-
-    def chunks(self, run_id: str, status: str) -> int:
-        with self.core.reading() as session:
-            return session.scalar(
-                select(func.count())
-                .select_from(RunChunk)
-                .where(RunChunk.run_id == run_id, RunChunk.status == status)
-            )
-
-    def going(self) -> int:
-        """Runs still queued or running."""
-        with self.core.reading() as session:
-            return session.scalar(
-                select(func.count()).select_from(Run).where(Run.status.in_((QUEUED, RUNNING)))
-            )
-
-    def logs(self) -> str:
-        return "\n".join(path.read_text() for path in sorted(self.directory.glob("*.log")))
-
-
 @pytest.fixture
-def lab(core: Core, tmp_path: Path) -> Iterator[FaultLab]:
-    server = start_private_redis(tmp_path / "redis")
-    settings = replace(
-        core.settings,
-        redis_url=server.url,
+def lab(core: Core, tmp_path: Path) -> Iterator[Lab]:
+    """A lab on the suite's database, with its own redis-server, queue and short timings."""
+    lab = Lab.open(
+        core.settings, tmp_path, environ={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
         job_modules=(*core.settings.job_modules, "tests.jobs_for_recovery"),
-        queues=(QUEUE, "reports", "cleanups"),
-        sweep_interval_seconds=0.5,
-        stall_seconds=3,
+        queues=(QUEUE, "reports", "cleanups"), sweep_interval_seconds=0.5, stall_seconds=3,
         worker_ttl_seconds=3,
-    )
-    lab_core = Core(settings)
-    lab = FaultLab(settings, server, tmp_path, lab_core, create_celery(settings, lab_core))
+    )  # fmt: skip
     try:
         yield lab
     finally:
-        for node in lab.nodes:
-            if node.poll() is None:
-                stop_process(node)
-        close_celery(lab.celery)
-        lab.redis_server.stop()  # the one running now (a test may have restarted it)
+        lab.close()
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
+def submit(lab: Lab, n: int = 8000, seconds: float = 1.0) -> str:
+    """A run of 8 chunks (2 processes x 4) of ``seconds`` each."""
+    return lab.submit(JOB, {"n": n, "seconds": seconds})
 
 
-def assert_exact_and_nothing_going(lab: FaultLab, run_ids: list[str], n: int, since: float):
+def assert_exact_and_nothing_going(lab: Lab, run_ids: list[str], n: int, since: float) -> None:
     for run_id in run_ids:
         left = RECOVERY_SECONDS - (time.monotonic() - since)
         run = wait_for_run(lab.core, run_id, timeout=max(left, 1))
@@ -118,17 +59,17 @@ def assert_exact_and_nothing_going(lab: FaultLab, run_ids: list[str], n: int, si
     assert lab.going() == 0
 
 
-def chunk_rows(lab: FaultLab, run_id: str) -> dict[int, RunChunk]:
+def chunk_rows(lab: Lab, run_id: str) -> dict[int, RunChunk]:
     with lab.core.reading() as session:
         rows = session.scalars(select(RunChunk).where(RunChunk.run_id == run_id))
         return {chunk.chunk_index: chunk for chunk in rows}
 
 
-def test_a_worker_node_killed_mid_run(lab: FaultLab) -> None:
+def test_a_worker_node_killed_mid_run(lab: Lab) -> None:
     node = lab.start_node("node-a")
-    run_id = lab.submit()
+    run_id = submit(lab)
     wait_until(lambda: lab.chunks(run_id, RUNNING) >= 1)
-    kill_node(node)
+    lab.kill_node(node)
     killed = time.monotonic()
     # Nothing moves until node-b starts: these are the chunks that died with node-a.
     held = [i for i, chunk in chunk_rows(lab, run_id).items() if chunk.status == RUNNING]
@@ -140,29 +81,27 @@ def test_a_worker_node_killed_mid_run(lab: FaultLab) -> None:
     assert all(after[i].attempts == 2 for i in held)
 
 
-def test_flushall_mid_run(lab: FaultLab) -> None:
+def test_flushall_mid_run(lab: Lab) -> None:
     lab.start_node("node-a")
-    run_id = lab.submit()
+    run_id = submit(lab)
     wait_until(lambda: lab.chunks(run_id, RUNNING) >= 1)
     lab.core.redis.flushall()
     flushed = time.monotonic()
     assert_exact_and_nothing_going(lab, [run_id], 8000, flushed)
 
 
-def test_redis_killed_and_restarted_mid_run(lab: FaultLab) -> None:
+def test_redis_killed_and_restarted_mid_run(lab: Lab) -> None:
     lab.start_node("node-a")
-    run_id = lab.submit()
+    run_id = submit(lab)
     wait_until(lambda: lab.chunks(run_id, RUNNING) >= 1)
-    port = int(lab.settings.redis_url.rsplit(":", 1)[1].split("/")[0])
-    lab.redis_server.process.kill()
-    lab.redis_server.process.wait()
+    lab.kill_redis()
     killed = time.monotonic()
     time.sleep(2)
-    lab.redis_server = start_private_redis(lab.directory / "redis", port=port)
+    lab.start_redis()
     assert_exact_and_nothing_going(lab, [run_id], 8000, killed)
 
 
-def test_a_worker_killed_between_the_claim_and_the_chord_launch(lab: FaultLab) -> None:
+def test_a_worker_killed_between_the_claim_and_the_chord_launch(lab: Lab) -> None:
     lab.start_node("node-a")
     run_id = runs.submit_run(
         lab.core, lab.celery, JOB, {"n": 8000, "seconds": 0.2, "die_after_plan": True},
@@ -175,18 +114,18 @@ def test_a_worker_killed_between_the_claim_and_the_chord_launch(lab: FaultLab) -
     assert "its message was lost: sent again" in lab.logs()
 
 
-def test_a_burst_of_runs_with_the_node_killed_as_they_start(lab: FaultLab) -> None:
+def test_a_burst_of_runs_with_the_node_killed_as_they_start(lab: Lab) -> None:
     node = lab.start_node("node-a")
-    run_ids = [lab.submit(n=4000, seconds=0.2)]
+    run_ids = [submit(lab, n=4000, seconds=0.2)]
     time.sleep(0.08)
-    run_ids += [lab.submit(n=4000, seconds=0.2) for _ in range(9)]
-    kill_node(node)
+    run_ids += [submit(lab, n=4000, seconds=0.2) for _ in range(9)]
+    lab.kill_node(node)
     killed = time.monotonic()
     lab.start_node("node-b")
     assert_exact_and_nothing_going(lab, run_ids, 4000, killed)
 
 
-def test_a_chunk_whose_process_dies_every_time_fails_the_run_naming_it(lab: FaultLab) -> None:
+def test_a_chunk_whose_process_dies_every_time_fails_the_run_naming_it(lab: Lab) -> None:
     lab.settings = replace(lab.settings, chunk_max_attempts=2)
     lab.start_node("node-a")
     run_id = runs.submit_run(
@@ -207,9 +146,9 @@ def test_a_chunk_whose_process_dies_every_time_fails_the_run_naming_it(lab: Faul
     assert lab.going() == 0
 
 
-def test_cancel_of_a_running_run(lab: FaultLab) -> None:
+def test_cancel_of_a_running_run(lab: Lab) -> None:
     lab.start_node("node-a")
-    run_id = lab.submit(n=8000, seconds=1.0)
+    run_id = submit(lab, n=8000, seconds=1.0)
     wait_until(lambda: lab.chunks(run_id, RUNNING) == 2)
     cancelled = runs.cancel_run(lab.core, run_id[:8], actor="user:ann")
     assert (cancelled.id, cancelled.status, cancelled.error) == (

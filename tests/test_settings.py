@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from batch.settings import (
+    DEFAULT_QUEUES,
     DEFAULT_REDIS_URL,
+    VARIABLES,
     Settings,
     remove_services_file,
     write_services_file,
@@ -74,3 +77,17 @@ def test_only_the_writer_removes_the_services_file(tmp_path: Path) -> None:
 def test_port_sets_the_web_port() -> None:
     assert Settings.from_env({}, services_file=None).web_port == 5000
     assert Settings.from_env({"PORT": "5201"}, services_file=None).web_port == 5201
+
+
+def test_every_setting_has_one_variable_and_goes_there_and_back() -> None:
+    assert {field.name for field in fields(Settings)} == set(VARIABLES)
+    settings = Settings(
+        redis_url="redis://h:1/2", broker_url="amqp://x", database_url="sqlite:///x.db",
+        secret_key="k" * 20, job_modules=("a.b", "c"), queues=("q1", "q2"),
+        worker_concurrency=3, chunks_per_process=5, finish_deadline_seconds=7,
+        reconcile_interval_seconds=11, beat_lock_timeout_seconds=13, sweep_interval_seconds=0.5,
+        stall_seconds=17, chunk_max_attempts=19, worker_ttl_seconds=23, cookie_secure=True,
+        login_attempts_per_minute=29, web_port=5201,
+    )  # fmt: skip
+    assert Settings.from_env(settings.as_env(), services_file=None) == settings
+    assert Settings.from_env({"BATCH_QUEUES": " "}, services_file=None).queues == DEFAULT_QUEUES
