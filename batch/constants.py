@@ -22,3 +22,5 @@ LOGIN_ATTEMPTS_KEY_PREFIX = "batch:login-attempts:"
 SWEEP_LOCK_KEY = "batch:sweep-lock"
 #: When this Redis's data began (set when missing): messages sent before it are gone.
 REDIS_EPOCH_KEY = "batch:redis-epoch"
+#: A header in each start and chunk message: when it was sent, as stored in SQL.
+SENT_AT_HEADER = "batch_sent_at"

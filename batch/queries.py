@@ -465,6 +465,16 @@ def with_jobs(session: Session, due: list[DueSchedule]) -> list[DueSchedule]:
     return [DueSchedule(name=d.name, due_at=d.due_at, job=jobs.get(d.name)) for d in due]
 
 
+def priority_lists(
+    queue: str,
+    *,
+    sep: str = KOMBU_PRIORITY_SEP,
+    priority_steps: Iterable[int] = KOMBU_PRIORITY_STEPS,
+) -> list[str]:
+    """The Redis lists that hold ``queue``'s messages on a Redis broker, one per priority."""
+    return [f"{queue}{sep}{step}" if step else queue for step in priority_steps]
+
+
 def queue_lengths(
     client: redis.Redis,
     queues: Iterable[str],
@@ -477,8 +487,8 @@ def queue_lengths(
     steps = list(priority_steps)
     with client.pipeline(transaction=False) as pipe:
         for name in names:
-            for step in steps:
-                pipe.llen(f"{name}{sep}{step}" if step else name)
+            for key in priority_lists(name, sep=sep, priority_steps=steps):
+                pipe.llen(key)
         sizes = pipe.execute()
     per_queue = len(steps)
     return {name: sum(sizes[i * per_queue : (i + 1) * per_queue]) for i, name in enumerate(names)}

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from batch import capacity, queries
 from batch.celery_app import message_priority
 from batch.constants import (
+    SENT_AT_HEADER,
     TASK_FAIL_RUN,
     TASK_FINISH_RUN,
     TASK_RUN_CHUNK,
@@ -100,6 +101,7 @@ def submit_run(
     run_id = str(uuid.uuid4())
     queue = (schedule.queue if schedule else None) or job.queue
     trigger = trigger[: Run.trigger.type.length]
+    sent_at = utcnow()
     with core.transaction() as session:
         session.add(
             Run(
@@ -109,10 +111,10 @@ def submit_run(
                 trigger=trigger,
                 queue=queue,
                 schedule_name=schedule.name if schedule else None,
-                sent_at=utcnow(),
+                sent_at=sent_at,
             )
         )
-    options = {}
+    options = sent_at_header(sent_at)
     if schedule is not None and schedule.priority is not None:
         options["priority"] = message_priority(celery, schedule.priority)
     try:
@@ -237,7 +239,7 @@ def start_run(
             _finish(session, run_id, SUCCEEDED, result=job_obj.reduce([]))
             return run_id
     # If this send fails, the chunks wait in SQL as `pending`: the recovery sweep sends them.
-    _launch(celery, job_obj, run_id, specs, resolved, queue=queue, priority=priority)
+    _launch(celery, job_obj, run_id, specs, resolved, queue=queue, priority=priority, sent_at=now)
     return run_id
 
 
@@ -299,8 +301,9 @@ def _launch(
     *,
     queue: str,
     priority: int | None,
+    sent_at: datetime,
 ) -> None:
-    options: dict[str, Any] = {"queue": queue}
+    options: dict[str, Any] = {"queue": queue, **sent_at_header(sent_at)}
     if priority is not None:
         options["priority"] = priority
     header = [
@@ -352,8 +355,18 @@ def send_start_again(core: Core, celery: Celery, run: Run) -> bool:
             kwargs={"job": run.job, "params": run.params, "run_id": run.id, "trigger": run.trigger},
             queue=run.queue,
             ignore_result=True,
+            **sent_at_header(now),
         )
     return True
+
+
+def sent_at_header(sent_at: datetime) -> dict[str, Any]:
+    """Send options putting ``sent_at`` (the time stored in SQL with the send) in the message.
+
+    The recovery sweep compares it with the oldest message waiting in a queue: a message sent
+    before that one is no longer in the queue.
+    """
+    return {"headers": {SENT_AT_HEADER: sent_at.isoformat()}}
 
 
 def _same(column: Any, value: datetime | None) -> Any:
@@ -367,6 +380,7 @@ def send_chunk_again(core: Core, celery: Celery, run: Run, chunk: RunChunk) -> b
     first message that was not lost after all changes nothing.
     """
     job = core.jobs.get(run.job)
+    now = utcnow()
     with core.transaction() as session:
         moved = session.execute(
             update(RunChunk)
@@ -376,14 +390,14 @@ def send_chunk_again(core: Core, celery: Celery, run: Run, chunk: RunChunk) -> b
                 RunChunk.status == chunk.status,
                 RunChunk.sends == chunk.sends,
             )
-            .values(status=PENDING, node=None, sends=chunk.sends + 1, sent_at=utcnow())
+            .values(status=PENDING, node=None, sends=chunk.sends + 1, sent_at=now)
         )
         if moved.rowcount != 1:
             return False
         # Sent inside the transaction: if the broker refuses it, nothing says it was sent.
         signature = _chunk_signature(
             celery, job, run.id, chunk.chunk_index, chunk.spec or {}, run.params,
-            {"queue": run.queue},
+            {"queue": run.queue, **sent_at_header(now)},
         )  # fmt: skip
         signature.apply_async(ignore_result=True)
     return True

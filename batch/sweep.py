@@ -21,6 +21,7 @@ Every worker node runs a sweeper thread; a Redis lock lets one of them work at a
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from redis.lock import Lock
 from sqlalchemy import func, select
 
 from batch import capacity, queries, runs
-from batch.constants import REDIS_EPOCH_KEY, SWEEP_LOCK_KEY
+from batch.constants import REDIS_EPOCH_KEY, SENT_AT_HEADER, SWEEP_LOCK_KEY
 from batch.core import Core
 from batch.db import utcnow
 from batch.models import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Run, RunChunk
@@ -74,6 +75,22 @@ def redis_epoch(client: redis.Redis, now: datetime) -> datetime:
     return datetime.fromisoformat(client.get(REDIS_EPOCH_KEY) or now.isoformat())
 
 
+def oldest_waiting(client: redis.Redis, queue: str) -> datetime | None:
+    """When the oldest message waiting in ``queue`` on a Redis broker was sent; None when the
+    queue is empty or a message at the head of one of its lists does not say (beat's fires)."""
+    with client.pipeline(transaction=False) as pipe:
+        for key in queries.priority_lists(queue):
+            pipe.lindex(key, -1)  # kombu pushes on the left and takes from the right
+        heads = pipe.execute()
+    sent: list[datetime] = []
+    for raw in filter(None, heads):
+        try:
+            sent.append(datetime.fromisoformat(json.loads(raw)["headers"][SENT_AT_HEADER]))
+        except (ValueError, KeyError, TypeError):
+            return None
+    return min(sent) if sent else None
+
+
 @dataclass
 class _Pass:
     """What one pass knows about the world outside SQL."""
@@ -87,6 +104,7 @@ class _Pass:
     #: False just after Redis lost its data: the live nodes have not announced again yet.
     nodes_known: bool
     _idle: dict[str, bool] = field(default_factory=dict)
+    _oldest: dict[str, datetime | None] = field(default_factory=dict)
 
     def lost(self, queue: str, sent_at: datetime | None) -> bool:
         """Whether a message sent to ``queue`` at ``sent_at`` can no longer arrive."""
@@ -95,7 +113,18 @@ class _Pass:
                 return True
         stall = timedelta(seconds=self.core.settings.stall_seconds)
         waited = sent_at is None or self.now - sent_at > stall
-        return waited and self.queue_idle(queue)
+        return waited and (self.queue_idle(queue) or self.consumed(queue, sent_at))
+
+    def consumed(self, queue: str, sent_at: datetime | None) -> bool:
+        """Whether a message sent at ``sent_at`` left ``queue``: the oldest one still waiting
+        there was sent after it (Redis broker only; each list of a queue is first in, first
+        out). Taken and not started for a stall, it is held by a node that is gone."""
+        if sent_at is None or self.broker_lost_before is None:
+            return False
+        if queue not in self._oldest:
+            self._oldest[queue] = oldest_waiting(self.core.redis, queue)
+        oldest = self._oldest[queue]
+        return oldest is not None and sent_at < oldest
 
     def queue_idle(self, queue: str) -> bool:
         if queue not in self._idle:

@@ -115,10 +115,13 @@ def redis_restart(lab: Lab, node: subprocess.Popen[bytes]) -> list[str]:
 def burst_node_kill(lab: Lab, node: subprocess.Popen[bytes]) -> list[str]:
     run_ids = [lab.submit(JOB, {"n": 4000, "seconds": 0.2})]
     kill_at = time.monotonic() + random.uniform(0.04, 0.14)
-    while time.monotonic() < kill_at:
+    while len(run_ids) < 20:
+        if time.monotonic() >= kill_at and node.poll() is None:
+            lab.kill_node(node)
         run_ids.append(lab.submit(JOB, {"n": 4000, "seconds": 0.2}))
-    run_ids += [lab.submit(JOB, {"n": 4000, "seconds": 0.2}) for _ in range(20 - len(run_ids))]
-    lab.kill_node(node)
+    if node.poll() is None:
+        time.sleep(max(0.0, kill_at - time.monotonic()))
+        lab.kill_node(node)
     return run_ids
 
 

@@ -9,6 +9,7 @@ message lost after 3 s in an empty queue, a node gone after 3 s without its anno
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,6 +22,7 @@ from batch import runs
 from batch.core import Core
 from batch.lab import Lab, wait_until
 from batch.models import RUNNING, RunChunk
+from batch.sweep import sweep
 from tests.conftest import ROOT, wait_for_run
 from tests.test_engine import expected_sum
 
@@ -125,6 +127,17 @@ def test_a_burst_of_runs_with_the_node_killed_as_they_start(lab: Lab) -> None:
     assert_exact_and_nothing_going(lab, run_ids, 4000, killed)
 
 
+def test_every_node_stopped_mid_backlog_then_started_again(lab: Lab) -> None:
+    node = lab.start_node("node-a")
+    run_ids = [submit(lab, n=4000, seconds=0.3) for _ in range(12)]
+    wait_until(lambda: lab.chunks(run_ids[0], RUNNING) >= 1)
+    node.send_signal(signal.SIGINT)  # Ctrl-C, as honcho passes it on: a warm shutdown
+    node.wait(timeout=60)
+    stopped = time.monotonic()
+    lab.start_node("node-a")  # the same name, as `make run` again would start it
+    assert_exact_and_nothing_going(lab, run_ids, 4000, stopped)
+
+
 def test_a_chunk_whose_process_dies_every_time_fails_the_run_naming_it(lab: Lab) -> None:
     lab.settings = replace(lab.settings, chunk_max_attempts=2)
     lab.start_node("node-a")
@@ -164,3 +177,18 @@ def test_cancel_of_a_running_run(lab: Lab) -> None:
     run = wait_for_run(lab.core, run_id)
     assert (run.status, run.result) == ("cancelled", None)
     assert lab.going() == 0
+
+
+def test_a_message_taken_from_a_busy_queue_by_a_node_gone_is_sent_again(lab: Lab) -> None:
+    # No node runs: the queue keeps what it gets. A node that died took the oldest message.
+    sweep(lab.core, lab.celery)  # the sweep has been running: this Redis has its epoch
+    taken, waiting = submit(lab), submit(lab)
+    lab.core.redis.rpop(QUEUE)
+    assert lab.core.redis.llen(QUEUE) == 1
+    assert sweep(lab.core, lab.celery).starts_sent == []  # not stalled yet
+    time.sleep(lab.settings.stall_seconds + 0.5)
+    # The queue is not empty, but the message waiting there was sent after the one taken.
+    assert sweep(lab.core, lab.celery).starts_sent == [taken]
+    assert lab.core.redis.llen(QUEUE) == 2
+    assert sweep(lab.core, lab.celery).starts_sent == []  # sent again: waits anew
+    assert waiting not in sweep(lab.core, lab.celery).starts_sent
