@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -23,10 +24,17 @@ _cache: dict[str, tuple[float, int]] = {}
 
 
 def announce(
-    client: redis.Redis, hostname: str, concurrency: int, queues: list[str], *, ttl: int
+    client: redis.Redis,
+    hostname: str,
+    concurrency: int,
+    queues: list[str],
+    *,
+    ttl: int,
+    since: str | None = None,
 ) -> None:
-    """Record for ``ttl`` seconds that ``hostname`` runs ``concurrency`` processes on ``queues``."""
-    payload = json.dumps({"concurrency": concurrency, "queues": queues})
+    """Record for ``ttl`` seconds that ``hostname`` runs ``concurrency`` processes on ``queues``,
+    and since when (ISO time: this node's start; a restarted node has a new one)."""
+    payload = json.dumps({"concurrency": concurrency, "queues": queues, "since": since})
     with client.pipeline() as pipe:
         pipe.set(WORKER_CAPACITY_KEY_PREFIX + hostname, payload, ex=ttl)
         pipe.sadd(WORKER_NAMES_KEY, hostname)
@@ -79,9 +87,10 @@ class CapacityAnnouncer(bootsteps.StartStopStep):
         client = worker.app.batch_core.redis
         queues = sorted(worker.app.amqp.queues.consume_from)
         ttl = worker.app.batch_core.settings.worker_ttl_seconds
+        since = datetime.now(UTC).isoformat()
 
         def renew() -> None:
-            announce(client, worker.hostname, worker.concurrency, queues, ttl=ttl)
+            announce(client, worker.hostname, worker.concurrency, queues, ttl=ttl, since=since)
 
         renew()
         self.tref = worker.timer.call_repeatedly(ttl / RENEWALS_PER_TTL, renew)

@@ -100,7 +100,8 @@ class _Pass:
     now: datetime
     #: Messages sent before this on a Redis broker are gone; None on another broker.
     broker_lost_before: datetime | None
-    nodes: set[str]
+    #: Live nodes: hostname -> when that node started (None when it does not say).
+    nodes: dict[str, datetime | None]
     #: False just after Redis lost its data: the live nodes have not announced again yet.
     nodes_known: bool
     _idle: dict[str, bool] = field(default_factory=dict)
@@ -144,7 +145,7 @@ def sweep(core: Core, celery: Celery, *, now: datetime | None = None) -> SweepRe
         celery=celery,
         now=now,
         broker_lost_before=epoch if on_redis_broker else None,
-        nodes=set(capacity.online_workers(core.redis)),
+        nodes=_node_starts(capacity.online_workers(core.redis)),
         nodes_known=now - epoch > timedelta(seconds=settings.worker_ttl_seconds),
     )
     result = SweepResult()
@@ -220,11 +221,21 @@ def _move_running(
             result.chunks_sent.append((run.id, chunk.chunk_index))
 
 
+def _node_starts(nodes: dict[str, dict[str, Any]]) -> dict[str, datetime | None]:
+    since = {name: info.get("since") for name, info in nodes.items()}
+    return {name: datetime.fromisoformat(at) if at else None for name, at in since.items()}
+
+
 def _why_lost(state: _Pass, run: Run, chunk: RunChunk) -> str | None:
     """Why this chunk will not finish by itself, or None when it still may."""
     if chunk.status == RUNNING:
-        if chunk.node is not None and state.nodes_known and chunk.node not in state.nodes:
+        if chunk.node is None or not state.nodes_known:
+            return None
+        if chunk.node not in state.nodes:
             return f"its worker node {chunk.node} is gone"
+        since = state.nodes[chunk.node]
+        if since is not None and chunk.started_at is not None and chunk.started_at < since:
+            return f"its worker node {chunk.node} restarted since it began"
         return None
     if chunk.status == PENDING and state.lost(run.queue, chunk.sent_at):
         return "its message was lost"

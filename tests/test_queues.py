@@ -216,7 +216,7 @@ def announced(core: Core, name: str) -> dict:
     """What the worker node ``name`` announced in Redis (its CapacityAnnouncer)."""
     workers = capacity.online_workers(core.redis)
     (host,) = [host for host in workers if host.startswith(f"{name}@")]
-    return workers[host]
+    return {key: value for key, value in workers[host].items() if key != "since"}
 
 
 def stored_chunks(core: Core, run_id: str) -> int:

@@ -21,9 +21,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import func, select
 
 from batch.capacity import online_workers
 from batch.core import Core
+from batch.lab import wait_until
+from batch.models import Run
 from batch.redis_server import free_port, is_reachable
 from batch.settings import SERVICE_VARIABLES, SERVICES_FILE, Settings, read_services_file
 from tests.conftest import ROOT
@@ -146,7 +149,7 @@ def test_quickstart_then_the_cli_then_ctrl_c_then_again(project: Path, tmp_path:
         assert ran.returncode == 0, ran.stdout + ran.stderr
         outcome = json.loads(ran.stdout)
         assert (outcome["status"], outcome["error"]) == ("succeeded", None)
-        database = Core(Settings(database_url=f"sqlite:///{project / 'instance' / 'batch.db'}"))
+        database = project_core(project)
         try:
             expected = sales_by_sql(database, since, until)
         finally:
@@ -172,10 +175,66 @@ def test_quickstart_then_the_cli_then_ctrl_c_then_again(project: Path, tmp_path:
         listed = batch(project, "schedules", "list")
         line = next(x for x in listed.stdout.splitlines() if x.startswith("hourly-sales-summary"))
         assert line.split()[-1] == "disabled", listed.stdout
+        # A backlog (12 runs over all 30 days of orders), then Ctrl-C in the middle of it.
+        backlog = submit_backlog(project, port, hour - timedelta(days=31), hour, runs=12)
+        assert going(project, backlog) > 0, "the backlog ended before the Ctrl-C"
     finally:
         printed = second.interrupt()
-    assert "Error" not in printed, printed[-3000:]
+    assert "make: ***" not in printed, printed[-3000:]
     assert (
         "schedules from schedules/: 0 created, 2 already in the database and left as they are;"
         " 1 differ from their file (hourly-sales-summary)"
     ) in printed
+
+    # make run again: every run of the backlog ends, exact, with nobody acting on it.
+    third = MakeRun(project, port, tmp_path / "make-run-3.log")
+    try:
+        third.wait_until_serving()
+        wait_until(lambda: going(project, backlog) == 0, timeout=90)
+        database = project_core(project)
+        try:
+            with database.reading() as session:
+                ended = session.scalars(select(Run).where(Run.id.in_(backlog))).all()
+            expected = sales_by_sql(database, hour - timedelta(days=31), hour)
+        finally:
+            database.dispose()
+        assert [(run.status, run.result) for run in ended] == [("succeeded", expected)] * 12
+    finally:
+        printed = third.interrupt()
+    assert "make: ***" not in printed, printed[-3000:]
+
+
+def project_core(project: Path) -> Core:
+    return Core(Settings(database_url=f"sqlite:///{project / 'instance' / 'batch.db'}"))
+
+
+def submit_backlog(
+    project: Path, port: int, since: datetime, until: datetime, *, runs: int
+) -> list[str]:
+    """``runs`` runs queued at once through the JSON API of the running web process."""
+    token = batch(project, "tokens", "add", f"backlog-{time.time_ns()}").stdout.strip()
+    body = json.dumps({"params": {"since": since.isoformat(), "until": until.isoformat()}})
+    run_ids = []
+    for _ in range(runs):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/jobs/reports.sales_summary/runs",
+            data=body.encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            run_ids.append(json.loads(response.read())["run_id"])
+    return run_ids
+
+
+def going(project: Path, run_ids: list[str]) -> int:
+    """How many of the runs are still queued or running."""
+    core = project_core(project)
+    try:
+        with core.reading() as session:
+            return session.scalar(
+                select(func.count())
+                .select_from(Run)
+                .where(Run.id.in_(run_ids), Run.status.in_(("queued", "running")))
+            )
+    finally:
+        core.dispose()
