@@ -95,7 +95,9 @@ def test_a_node_killed_and_started_again_under_the_same_name(lab: Lab) -> None:
     assert_exact_and_nothing_going(lab, [run_id], 8000, killed)
     after = chunk_rows(lab, run_id)
     assert held and all(after[i].attempts == 2 for i in held)
-    assert "restarted since it began: sent again" in lab.logs()
+    if lab.settings.effective_broker_url == lab.settings.redis_url:
+        # RabbitMQ requeues a dropped connection's messages by itself, before any sweep.
+        assert "restarted since it began: sent again" in lab.logs()
 
 
 def test_flushall_mid_run(lab: Lab) -> None:
