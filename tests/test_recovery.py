@@ -67,34 +67,32 @@ def chunk_rows(lab: Lab, run_id: str) -> dict[int, RunChunk]:
         return {chunk.chunk_index: chunk for chunk in rows}
 
 
-def test_a_worker_node_killed_mid_run(lab: Lab) -> None:
+def kill_node_mid_run(lab: Lab, then_start: str) -> tuple[str, dict[int, RunChunk]]:
+    """Kill -9 node-a while it runs chunks of a run, start node ``then_start``, wait for the
+    run to end exact; the run id and the chunks node-a held, as they are now."""
     node = lab.start_node("node-a")
     run_id = submit(lab)
     wait_until(lambda: lab.chunks(run_id, RUNNING) >= 1)
     lab.kill_node(node)
     killed = time.monotonic()
-    # Nothing moves until node-b starts: these are the chunks that died with node-a.
+    # Nothing moves until the next node starts: these are the chunks that died with node-a.
     held = [i for i, chunk in chunk_rows(lab, run_id).items() if chunk.status == RUNNING]
-    lab.start_node("node-b")
+    lab.start_node(then_start)
     assert_exact_and_nothing_going(lab, [run_id], 8000, killed)
-    # Each ran again on node-b: sent again by the sweep on Redis (RabbitMQ requeues by itself).
     after = chunk_rows(lab, run_id)
-    assert held and all(after[i].node.startswith("node-b@") for i in held)
-    assert all(after[i].attempts == 2 for i in held)
+    assert held and all(after[i].attempts == 2 for i in held)
+    return run_id, {i: after[i] for i in held}
+
+
+def test_a_worker_node_killed_mid_run(lab: Lab) -> None:
+    _, held = kill_node_mid_run(lab, then_start="node-b")
+    # Each ran again on node-b: sent again by the sweep on Redis (RabbitMQ requeues by itself).
+    assert all(chunk.node.startswith("node-b@") for chunk in held.values())
 
 
 def test_a_node_killed_and_started_again_under_the_same_name(lab: Lab) -> None:
     # The new node announces the hostname the chunks record: its start time tells them apart.
-    node = lab.start_node("node-a")
-    run_id = submit(lab)
-    wait_until(lambda: lab.chunks(run_id, RUNNING) >= 1)
-    lab.kill_node(node)
-    killed = time.monotonic()
-    held = [i for i, chunk in chunk_rows(lab, run_id).items() if chunk.status == RUNNING]
-    lab.start_node("node-a")
-    assert_exact_and_nothing_going(lab, [run_id], 8000, killed)
-    after = chunk_rows(lab, run_id)
-    assert held and all(after[i].attempts == 2 for i in held)
+    kill_node_mid_run(lab, then_start="node-a")
     if lab.settings.effective_broker_url == lab.settings.redis_url:
         # RabbitMQ requeues a dropped connection's messages by itself, before any sweep.
         assert "restarted since it began: sent again" in lab.logs()
