@@ -35,6 +35,11 @@ class Core:
             return self.engine
         return make_engine(self.settings.database_url, for_writing=False)
 
+    @property
+    def reads_apart(self) -> bool:
+        """Whether reads use their own engine (SQLite: a writing session holds the lock)."""
+        return self.read_engine is not self.engine
+
     @cached_property
     def read_sessions(self) -> sessionmaker[Session]:
         return make_sessionmaker(self.read_engine)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Celery, Signature, chord
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -74,11 +74,11 @@ def scheduled_run_id(schedule: str, scheduled_for: datetime) -> str:
     return str(uuid.uuid5(RUN_ID_NAMESPACE, f"{schedule}@{scheduled_for.isoformat()}"))
 
 
-def _insert_ignoring_duplicates(session: Session, model: type, values: dict[str, Any]) -> None:
-    """INSERT a row unless a row with the same key already exists."""
+def _insert_ignoring_duplicates(session: Session, model: type, values: dict[str, Any]) -> bool:
+    """INSERT a row unless a row with the same key already exists; whether it was inserted."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    return session.execute(insert(model).values(**values).on_conflict_do_nothing()).rowcount == 1
 
 
 def submit_run(
@@ -199,23 +199,26 @@ def start_run(
         run_id = scheduled_run_id(fire.schedule, fire.scheduled_for)
     assert run_id is not None, "a run needs an id or a fire"
     with core.transaction() as session:
-        _insert_ignoring_duplicates(
+        # A fire's run is created here, already claimed; a submitted run, or a fire whose
+        # row exists (a duplicate, or one the recovery sweep recorded), is claimed once.
+        created = fire is not None and _insert_ignoring_duplicates(
             session,
             Run,
             {
                 "id": run_id,
                 "job": job,
                 "params": params,
-                "status": QUEUED,
+                "status": RUNNING,
                 "trigger": trigger,
-                "schedule_name": fire.schedule if fire else None,
-                "scheduled_for": fire.scheduled_for if fire else None,
+                "schedule_name": fire.schedule,
+                "scheduled_for": fire.scheduled_for,
                 "queue": queue,
                 "created_at": now,
                 "sent_at": now,
+                "started_at": now,
             },
         )
-        if not _claim(session, run_id, now):
+        if not created and not _claim(session, run_id, now):
             log.info("run %s already started: duplicate delivery ignored", run_id)
             return None
         skip_reason = _skip_reason(session, run_id, fire, now) if fire else None
@@ -428,12 +431,16 @@ def run_chunk(
                     log.info("run %s chunk %s already stored: nothing to do", run_id, index)
                     return False
                 partial = job_obj.process(spec, validated, db=session)
-                stored = _store_partial(session, run_id, index, partial)
-        else:
+                stored = _store_partial(core, session, run_id, index, partial)
+        elif core.reads_apart:  # SQLite: no write lock held while the chunk is processed
             with core.reading() as session:
                 partial = job_obj.process(spec, validated, db=session)
             with core.transaction() as session:
-                stored = _store_partial(session, run_id, index, partial)
+                stored = _store_partial(core, session, run_id, index, partial)
+        else:  # one transaction reads and stores: one commit less per chunk
+            with core.transaction() as session:
+                partial = job_obj.process(spec, validated, db=session)
+                stored = _store_partial(core, session, run_id, index, partial)
     except Exception as exc:
         _record_chunk_error(core, run_id, index, exc, attempt=attempt)
         raise
@@ -448,7 +455,25 @@ def run_chunk(
 def _mark_running(core: Core, run_id: str, index: int, node: str | None) -> int | None:
     """Count an attempt on ``node``: its number, or None when the chunk is not to run."""
     max_attempts = core.settings.chunk_max_attempts
+    now = utcnow()
     with core.transaction() as session:
+        # The usual case in one statement: the run is going, the chunk not stored yet and
+        # within its attempts. Anything else is sorted out below.
+        attempt = session.scalar(
+            update(RunChunk)
+            .where(
+                RunChunk.run_id == run_id,
+                RunChunk.chunk_index == index,
+                RunChunk.status != SUCCEEDED,
+                RunChunk.attempts < max_attempts,
+                select(Run.id).where(Run.id == run_id, Run.status == RUNNING).exists(),
+            )
+            .values(status=RUNNING, attempts=RunChunk.attempts + 1, started_at=now, node=node)
+            .returning(RunChunk.attempts)
+            .execution_options(synchronize_session=False)
+        )
+        if attempt is not None:
+            return attempt
         run_status = session.scalar(select(Run.status).where(Run.id == run_id))
         stored = session.get(RunChunk, (run_id, index))
         if run_status != RUNNING:
@@ -469,7 +494,7 @@ def _mark_running(core: Core, run_id: str, index: int, node: str | None) -> int 
         attempts = stored.attempts
         if attempts < max_attempts:
             stored.status, stored.attempts = RUNNING, attempts + 1
-            stored.started_at, stored.node = utcnow(), node
+            stored.started_at, stored.node = now, node
             return attempts + 1
     # Each start so far ended with its process or node gone (a redelivery): stop here.
     give_up_chunk(
@@ -505,7 +530,8 @@ def _chunk_stored(session: Session, run_id: str, index: int) -> bool:
     return status == SUCCEEDED
 
 
-def _store_partial(session: Session, run_id: str, index: int, partial: Partial) -> bool:
+def _store_partial(core: Core, session: Session, run_id: str, index: int, partial: Partial) -> bool:
+    """Store the chunk's partial and, when it was the run's last, aggregate (one commit)."""
     # The first stored partial wins: a duplicate that computed the same chunk changes nothing.
     stored = session.execute(
         update(RunChunk)
@@ -516,7 +542,10 @@ def _store_partial(session: Session, run_id: str, index: int, partial: Partial) 
         )
         .values(status=SUCCEEDED, partial=partial, error=None, traceback=None, finished_at=utcnow())
     )
-    return stored.rowcount == 1
+    if stored.rowcount != 1:
+        return False
+    _finish_if_complete(core, session, run_id)
+    return True
 
 
 def _record_chunk_error(
@@ -565,18 +594,54 @@ def _aggregate(core: Core, run_id: str) -> None:
         if run is None:
             raise NotFound(f"run {run_id} not found")
         if run.status != RUNNING:
-            return
-        partials: list[Partial] = list(
-            session.scalars(
-                select(RunChunk.partial)
-                .where(RunChunk.run_id == run_id, RunChunk.status == SUCCEEDED)
-                .order_by(RunChunk.chunk_index)
-            )
-        )
+            return  # already aggregated (by the chunk that stored the last partial), or ended
+        partials = _stored_partials(session, run_id)
         if len(partials) < (run.chunk_count or 0):
             raise MissingChunks(f"{len(partials)} of {run.chunk_count} chunks stored")
-        result = core.jobs.get(run.job).reduce(partials)
-        _finish(session, run_id, SUCCEEDED, result=result)
+        _reduce_into_result(core, session, run_id, run.job, partials)
+
+
+def _finish_if_complete(core: Core, session: Session, run_id: str) -> None:
+    """In the transaction that stored a partial: aggregate when it completed the run's set.
+
+    The run then finishes one message hop before the chord callback would; the callback
+    finds it finished. Two chunks committing at the same moment on PostgreSQL may each miss
+    the other's partial: then the callback aggregates, as it always could.
+    """
+    stored = (
+        select(func.count())
+        .where(RunChunk.run_id == run_id, RunChunk.status == SUCCEEDED)
+        .scalar_subquery()
+    )
+    row = session.execute(
+        select(Run.job, Run.chunk_count, stored).where(Run.id == run_id, Run.status == RUNNING)
+    ).one_or_none()
+    if row is None or row[1] is None or row[2] < row[1]:
+        return
+    _reduce_into_result(core, session, run_id, row[0], _stored_partials(session, run_id))
+
+
+def _stored_partials(session: Session, run_id: str) -> list[Partial]:
+    return list(
+        session.scalars(
+            select(RunChunk.partial)
+            .where(RunChunk.run_id == run_id, RunChunk.status == SUCCEEDED)
+            .order_by(RunChunk.chunk_index)
+        )
+    )
+
+
+def _reduce_into_result(
+    core: Core, session: Session, run_id: str, job: str, partials: list[Partial]
+) -> None:
+    # The job's reduce fails the same way each time: that is the run's outcome, not a retry.
+    try:
+        result = core.jobs.get(job).reduce(partials)
+    except Exception as exc:
+        log.exception("run %s: aggregating its partials failed", run_id)
+        _finish(session, run_id, FAILED, error=f"aggregating failed: {describe_error(exc)}")
+        return
+    _finish(session, run_id, SUCCEEDED, result=result)
 
 
 def fail_run(core: Core, run_id: str, error: str) -> None:

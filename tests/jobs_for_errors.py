@@ -51,3 +51,12 @@ def _down(depth: int, item: int) -> None:
 
 def _up(depth: int, item: int) -> None:
     _down(depth - 1, item)
+
+
+class BadReduce(DeepFailure):
+    """Its chunks store their partials; its reduce raises: the run fails naming why."""
+
+    name = "tests.bad_reduce"
+
+    def reduce(self, partials: list[Partial]) -> dict[str, Any]:
+        raise ArithmeticError(f"cannot add up {len(partials)} partials")

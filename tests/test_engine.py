@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -129,3 +130,53 @@ def test_finish_never_finalizes_while_a_chunk_is_missing(core: Core) -> None:
         run = session.get(Run, "partial")
     assert (run.status, run.result) == ("failed", None)
     assert run.error == "gave up waiting for chunks: 1 of 2 chunks stored"
+
+
+def _running_run(core: Core, run_id: str, job: str, params: dict, specs: list[dict]) -> None:
+    """A run as start_run leaves it, its plan in SQL, with no chord behind it."""
+    with core.transaction() as session:
+        session.add(
+            Run(id=run_id, job=job, params=params, status="running", trigger="test",
+                queue="default", chunk_count=len(specs), started_at=datetime.now(UTC))
+        )  # fmt: skip
+        for index, spec in enumerate(specs):
+            session.add(RunChunk(run_id=run_id, chunk_index=index, status="pending", spec=spec))
+
+
+def test_the_chunk_storing_the_last_partial_aggregates_the_run(core: Core) -> None:
+    # No chord and no callback here: the chunks alone finish the run, one hop earlier.
+    specs = [{"first": 0, "last": 9}, {"first": 10, "last": 24}]
+    _running_run(core, "last", "tests.sum_squares", {"n": 25}, specs)
+    assert runs.run_chunk(core, "last", "tests.sum_squares", 0, specs[0], {"n": 25}, node="a")
+    with core.reading() as session:
+        run = session.get(Run, "last")
+    assert (run.status, run.result) == ("running", None)
+    assert runs.run_chunk(core, "last", "tests.sum_squares", 1, specs[1], {"n": 25}, node="b")
+    with core.reading() as session:
+        run = session.get(Run, "last")
+        stored = session.scalars(select(RunChunk.partial).where(RunChunk.run_id == "last")).all()
+    assert run.status == "succeeded"
+    assert run.result == {"sum": sum(partial["sum"] for partial in stored)} == {"sum": 4900}
+    # The chord callback arriving afterwards changes nothing.
+    runs.finish_run(core, "last")
+    with core.reading() as session:
+        again = session.get(Run, "last")
+    assert (again.status, again.result, again.finished_at) == (
+        "succeeded", {"sum": 4900}, run.finished_at,
+    )  # fmt: skip
+
+
+def test_a_reduce_that_raises_fails_the_run_and_keeps_the_partials(core: Core) -> None:
+    modules = (*core.settings.job_modules, "tests.jobs_for_errors")
+    core = Core(replace(core.settings, job_modules=modules))
+    specs = [{"first": 0, "last": 9}]
+    params = {"n": 10, "fail_at": -1}
+    _running_run(core, "bad", "tests.bad_reduce", params, specs)
+    assert runs.run_chunk(core, "bad", "tests.bad_reduce", 0, specs[0], params, node="a")
+    with core.reading() as session:
+        run = session.get(Run, "bad")
+        chunk = session.get(RunChunk, ("bad", 0))
+    assert (run.status, run.result) == ("failed", None)
+    assert run.error == "aggregating failed: ArithmeticError: cannot add up 1 partials"
+    assert (chunk.status, chunk.partial) == ("succeeded", {"sum": 285})
+    core.dispose()
