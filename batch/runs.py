@@ -78,7 +78,10 @@ def _insert_ignoring_duplicates(session: Session, model: type, values: dict[str,
     """INSERT a row unless a row with the same key already exists; whether it was inserted."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return session.execute(insert(model).values(**values).on_conflict_do_nothing()).rowcount == 1
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT DO NOTHING.
+    statement = insert(model).values(**values).on_conflict_do_nothing()
+    keys = model.__table__.primary_key.columns
+    return session.execute(statement.returning(*keys)).first() is not None
 
 
 def submit_run(
