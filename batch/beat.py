@@ -35,6 +35,7 @@ from batch.cron import CronSchedule, FireTimes, IntervalSchedule, make_schedule
 from batch.db import utcnow
 from batch.exceptions import UserError
 from batch.models import Run, Schedule
+from batch.runs import sent_at_header
 
 log = logging.getLogger(__name__)
 
@@ -380,6 +381,9 @@ class BatchScheduler(RedBeatScheduler):
         fire_at = entry.schedule.latest_due(entry.last_run_at, utcnow())
         new_entry = entry._next_instance(last_run_at=fire_at)
         new_entry.kwargs = {**entry.kwargs, "scheduled_for": fire_at.isoformat()}
+        # Its send time, as every start and chunk message carries it: the recovery sweep reads
+        # it at the head of a queue to tell which older messages have left it.
+        new_entry.options = {**entry.options, **sent_at_header(utcnow())}
         return new_entry
 
     def close(self) -> None:

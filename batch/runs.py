@@ -198,7 +198,7 @@ def start_run(
     """
     now = utcnow()
     queue = queue or core.settings.default_queue
-    if fire is not None:
+    if fire is not None and run_id is None:
         run_id = scheduled_run_id(fire.schedule, fire.scheduled_for)
     assert run_id is not None, "a run needs an id or a fire"
     with core.transaction() as session:
@@ -358,12 +358,77 @@ def send_start_again(core: Core, celery: Celery, run: Run) -> bool:
             return False
         celery.send_task(
             TASK_START_RUN,
-            kwargs={"job": run.job, "params": run.params, "run_id": run.id, "trigger": run.trigger},
+            kwargs=_start_kwargs(session, run),
             queue=run.queue,
             ignore_result=True,
             **sent_at_header(now),
         )
     return True
+
+
+def _start_kwargs(session: Session, run: Run) -> dict[str, Any]:
+    """``start_run``'s arguments for a run recorded in SQL; a fire's with its schedule's
+    overlap policy and deadline, so a late start is judged as beat's first one would be."""
+    kwargs: dict[str, Any] = {
+        "job": run.job, "params": run.params, "run_id": run.id, "trigger": run.trigger,
+    }  # fmt: skip
+    if run.schedule_name is not None and run.scheduled_for is not None:
+        schedule = session.get(Schedule, run.schedule_name)
+        kwargs |= {
+            "schedule": run.schedule_name,
+            "scheduled_for": run.scheduled_for.isoformat(),
+            "overlap": schedule.overlap if schedule else "allow",
+            "deadline_seconds": schedule.deadline_seconds if schedule else None,
+        }
+    return kwargs
+
+
+def restart_held_fire(
+    core: Core, celery: Celery, kwargs: dict[str, Any], *, queue: str, priority: int | None
+) -> str | None:
+    """Record a fire whose start message was taken and never started as a queued run, and
+    send its start again; the run id, or None when the fire's run exists (or it is no fire).
+
+    ``kwargs`` are the start message's as beat sent them: the run id derived from them is
+    the one the lost message would have created, so the fire still runs once.
+    """
+    if kwargs.get("run_id") or not kwargs.get("schedule") or not kwargs.get("scheduled_for"):
+        return None
+    try:
+        scheduled_for = datetime.fromisoformat(str(kwargs["scheduled_for"]))
+    except ValueError:
+        return None
+    if scheduled_for.tzinfo is None:
+        return None  # beat's fire times carry their zone: this message is not beat's
+    run_id = scheduled_run_id(kwargs["schedule"], scheduled_for)
+    with core.reading() as session:
+        if session.get(Run, run_id) is not None:
+            return None
+    now = utcnow()
+    with core.transaction() as session:
+        recorded = _insert_ignoring_duplicates(
+            session,
+            Run,
+            {
+                "id": run_id,
+                "job": kwargs.get("job", ""),
+                "params": kwargs.get("params") or {},
+                "status": QUEUED,
+                "trigger": str(kwargs.get("trigger", ""))[: Run.trigger.type.length],
+                "schedule_name": kwargs["schedule"],
+                "scheduled_for": scheduled_for,
+                "queue": queue,
+                "created_at": now,
+                "sent_at": now,
+            },
+        )
+        if not recorded:
+            return None
+        options = sent_at_header(now)
+        if priority is not None:
+            options["priority"] = priority
+        celery.send_task(TASK_START_RUN, kwargs=kwargs, queue=queue, ignore_result=True, **options)
+    return run_id
 
 
 def sent_at_header(sent_at: datetime) -> dict[str, Any]:

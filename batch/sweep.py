@@ -5,6 +5,9 @@ in Redis, and a lost worker node, a flush or a restart of Redis lose them. Every
 the sweep reads the runs still going from SQL and moves on those that stopped:
 
 - a queued run whose start message was lost: its start is sent again;
+- a fire whose start message a worker took and never started (its node is gone), which has
+  no run in SQL yet: recorded as a queued run and sent again (Redis broker; RabbitMQ gives a
+  lost connection's messages back by itself);
 - a chunk whose message was lost, or whose worker node is gone: sent again from its stored
   spec, until it has used ``BATCH_CHUNK_MAX_ATTEMPTS`` sends; then the run fails, naming it;
 - a run whose chunks are all stored but which did not finish (the chord was lost): finished;
@@ -21,7 +24,6 @@ Every worker node runs a sweeper thread; a Redis lock lets one of them work at a
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -35,8 +37,8 @@ from celery import Celery, bootsteps
 from redis.lock import Lock
 from sqlalchemy import func, select
 
-from batch import capacity, queries, runs
-from batch.constants import REDIS_EPOCH_KEY, SENT_AT_HEADER, SWEEP_LOCK_KEY
+from batch import capacity, queries, redis_broker, runs
+from batch.constants import REDIS_EPOCH_KEY, SWEEP_LOCK_KEY, TASK_START_RUN
 from batch.core import Core
 from batch.db import utcnow
 from batch.models import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Run, RunChunk
@@ -75,22 +77,6 @@ def redis_epoch(client: redis.Redis, now: datetime) -> datetime:
     return datetime.fromisoformat(client.get(REDIS_EPOCH_KEY) or now.isoformat())
 
 
-def oldest_waiting(client: redis.Redis, queue: str) -> datetime | None:
-    """When the oldest message waiting in ``queue`` on a Redis broker was sent; None when the
-    queue is empty or a message at the head of one of its lists does not say (beat's fires)."""
-    with client.pipeline(transaction=False) as pipe:
-        for key in queries.priority_lists(queue):
-            pipe.lindex(key, -1)  # kombu pushes on the left and takes from the right
-        heads = pipe.execute()
-    sent: list[datetime] = []
-    for raw in filter(None, heads):
-        try:
-            sent.append(datetime.fromisoformat(json.loads(raw)["headers"][SENT_AT_HEADER]))
-        except (ValueError, KeyError, TypeError):
-            return None
-    return min(sent) if sent else None
-
-
 @dataclass
 class _Pass:
     """What one pass knows about the world outside SQL."""
@@ -123,7 +109,7 @@ class _Pass:
         if sent_at is None or self.broker_lost_before is None:
             return False
         if queue not in self._oldest:
-            self._oldest[queue] = oldest_waiting(self.core.redis, queue)
+            self._oldest[queue] = redis_broker.oldest_waiting(self.core.redis, queue)
         oldest = self._oldest[queue]
         return oldest is not None and sent_at < oldest
 
@@ -149,6 +135,8 @@ def sweep(core: Core, celery: Celery, *, now: datetime | None = None) -> SweepRe
         nodes_known=now - epoch > timedelta(seconds=settings.worker_ttl_seconds),
     )
     result = SweepResult()
+    if on_redis_broker:
+        _restart_held_fires(state, result)
     going, unfinished, stored = _read_going(core)
     for run in going:
         if run.status == QUEUED:
@@ -158,6 +146,28 @@ def sweep(core: Core, celery: Celery, *, now: datetime | None = None) -> SweepRe
             continue
         _move_running(state, run, unfinished.get(run.id, []), stored.get(run.id, 0), result)
     return result
+
+
+def _restart_held_fires(state: _Pass, result: SweepResult) -> None:
+    # A fire lives only in its start message until start_run commits its run. Taken by a
+    # node that is gone, it waits in kombu's unacknowledged messages for the visibility
+    # timeout (an hour). Taken a stall ago and no run yet: recorded in SQL and sent again.
+    core = state.core
+    before = state.now - timedelta(seconds=core.settings.stall_seconds)
+    for message in redis_broker.taken_before(core.redis, before, task=TASK_START_RUN):
+        if message.eta is not None and message.eta > before:
+            continue  # a retry counting down on a live worker
+        run_id = runs.restart_held_fire(
+            core, state.celery, message.kwargs, queue=message.queue, priority=message.priority
+        )
+        if run_id is not None:
+            log.warning(
+                "recovery: run %s: the start message of schedule %s's fire at %s was taken at"
+                " %s and never started (its worker node is gone): recorded and sent again",
+                run_id, message.kwargs["schedule"], message.kwargs["scheduled_for"],
+                message.taken_at.isoformat(timespec="seconds"),
+            )  # fmt: skip
+            result.starts_sent.append(run_id)
 
 
 def _read_going(core: Core) -> tuple[list[Run], dict[str, list[RunChunk]], dict[str, int]]:

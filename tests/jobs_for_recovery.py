@@ -22,6 +22,9 @@ class SlowParams(Params):
     #: The worker process planning the run kills itself once the claim and plan commit,
     #: before the chord is sent.
     die_after_plan: bool = False
+    #: The first plan creates this file and then waits a minute, its run not committed yet,
+    #: for the test to kill its node; later plans find the file and go on.
+    pause_first_plan: str | None = None
 
 
 class SlowSquares(Job):
@@ -34,6 +37,9 @@ class SlowSquares(Job):
     params_model = SlowParams
 
     def plan(self, params: SlowParams, *, chunks: int, db: Session) -> list[Spec]:
+        if params.pause_first_plan and not os.path.exists(params.pause_first_plan):
+            open(params.pause_first_plan, "x").close()
+            time.sleep(60)
         if params.die_after_plan:
             event.listen(db, "after_commit", lambda _session: os.kill(os.getpid(), signal.SIGKILL))
         return [{"first": lo, "last": hi} for lo, hi in split_range(0, params.n - 1, chunks)]

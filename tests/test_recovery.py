@@ -9,19 +9,23 @@ message lost after 3 s in an empty queue, a node gone after 3 s without its anno
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from batch import runs
+from batch.constants import TASK_START_RUN
 from batch.core import Core
 from batch.lab import Lab, wait_until
-from batch.models import RUNNING, RunChunk
+from batch.models import RUNNING, Run, RunChunk, Schedule
+from batch.redis_broker import UNACKED_KEY
 from batch.sweep import sweep
 from tests.conftest import ROOT, wait_for_run
 from tests.test_engine import expected_sum
@@ -209,3 +213,53 @@ def test_a_message_taken_from_a_busy_queue_by_a_node_gone_is_sent_again(lab: Lab
     assert lab.core.redis.llen(QUEUE) == 2
     assert sweep(lab.core, lab.celery).starts_sent == []  # sent again: waits anew
     assert waiting not in sweep(lab.core, lab.celery).starts_sent
+
+
+def test_a_fire_taken_by_a_node_killed_before_its_run_existed_runs_once(
+    lab: Lab, tmp_path: Path
+) -> None:
+    if lab.settings.effective_broker_url != lab.settings.redis_url:
+        pytest.skip("reads kombu's unacknowledged messages on a Redis broker (RabbitMQ requeues)")
+    paused = tmp_path / "planning"
+    fire = {
+        "job": JOB, "params": {"n": 8000, "seconds": 0.2, "pause_first_plan": str(paused)},
+        "trigger": "schedule:hourly", "schedule": "hourly",
+        "scheduled_for": "2026-11-30T10:00:00+00:00", "overlap": "allow", "deadline_seconds": None,
+    }  # fmt: skip
+    node = lab.start_node("node-a")
+    lab.celery.send_task(TASK_START_RUN, kwargs=fire, queue=QUEUE, ignore_result=True)  # as beat
+    wait_until(paused.exists)  # node-a took it and is planning: no run row committed yet
+    lab.kill_node(node)
+    killed = time.monotonic()
+    assert lab.core.redis.hlen(UNACKED_KEY) == 1  # kombu would give it back in an hour
+    lab.start_node("node-b")
+    run_id = runs.scheduled_run_id("hourly", datetime.fromisoformat(fire["scheduled_for"]))
+    assert_exact_and_nothing_going(lab, [run_id], 8000, killed)
+    assert "never started (its worker node is gone): recorded and sent again" in lab.logs()
+    # The message node-a held, delivered again after all, finds the run done.
+    lab.celery.send_task(TASK_START_RUN, kwargs=fire, queue=QUEUE, ignore_result=True)
+    wait_until(lambda: "duplicate delivery ignored" in lab.logs(), timeout=20)
+    with lab.core.reading() as session:
+        fired = session.scalars(select(Run).where(Run.schedule_name == "hourly")).all()
+    assert [(run.id, run.status) for run in fired] == [(run_id, "succeeded")]
+
+
+def test_a_fire_sent_again_is_judged_by_its_schedules_deadline(lab: Lab) -> None:
+    # The first start of a fire an hour old was lost; sent again, it is late for its
+    # schedule's deadline: it ends skipped and says why, as beat's first message would have.
+    fired_at = datetime.now(UTC) - timedelta(hours=1)
+    with lab.core.transaction() as session:
+        session.add(
+            Schedule(name="hourly", job=JOB, params={"n": 80}, interval_seconds=3600,
+                     queue=QUEUE, deadline_seconds=60)
+        )  # fmt: skip
+        run_id = runs.scheduled_run_id("hourly", fired_at)
+        session.add(
+            Run(id=run_id, job=JOB, params={"n": 80}, trigger="schedule:hourly", queue=QUEUE,
+                schedule_name="hourly", scheduled_for=fired_at, sent_at=fired_at)
+        )  # fmt: skip
+    assert sweep(lab.core, lab.celery).starts_sent == [run_id]
+    lab.start_node("node-a")
+    run = wait_for_run(lab.core, run_id, timeout=30)
+    assert run.status == "skipped"
+    assert re.fullmatch(r"skipped: started 36\d\ds late, deadline 60s", run.error), run.error

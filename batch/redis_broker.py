@@ -1,0 +1,97 @@
+"""What a Redis broker holds, read the way kombu's Redis transport stores it.
+
+kombu keeps a queue as one Redis list per priority step, pushing on the left and taking from
+the right. A message a worker took and has not acknowledged waits in the ``unacked`` hash
+(delivery tag -> ``[message, exchange, routing key]``), the time it was taken in the
+``unacked_index`` sorted set; kombu puts it back in its queue only after the visibility
+timeout (an hour). The recovery sweep reads both to find what a lost worker node held.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from batch import queries
+from batch.constants import SENT_AT_HEADER
+
+#: kombu's names for the hash of taken messages and its index (Channel.unacked_key and
+#: Channel.unacked_index_key; batch sets no transport option that changes them).
+UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
+#: Taken messages read per call, oldest first.
+MAX_TAKEN = 10_000
+
+
+@dataclass(frozen=True)
+class TakenMessage:
+    """A task message a worker took from its queue and has not acknowledged."""
+
+    task: str
+    kwargs: dict[str, Any]
+    queue: str
+    priority: int | None
+    taken_at: datetime
+    #: When a retry's countdown ends: a worker holds such a message, unstarted, until then.
+    eta: datetime | None
+
+
+def oldest_waiting(client: redis.Redis, queue: str) -> datetime | None:
+    """When the oldest message waiting in ``queue`` was sent; None when the queue is empty or
+    a message at the head of one of its lists does not say (one sent by another program)."""
+    with client.pipeline(transaction=False) as pipe:
+        for key in queries.priority_lists(queue):
+            pipe.lindex(key, -1)  # kombu pushes on the left and takes from the right
+        heads = pipe.execute()
+    sent: list[datetime] = []
+    for raw in filter(None, heads):
+        try:
+            sent.append(datetime.fromisoformat(json.loads(raw)["headers"][SENT_AT_HEADER]))
+        except (ValueError, KeyError, TypeError):
+            return None
+    return min(sent) if sent else None
+
+
+def taken_before(client: redis.Redis, before: datetime, *, task: str) -> list[TakenMessage]:
+    """Messages of ``task`` taken by a worker before ``before`` and not acknowledged yet."""
+    tags = client.zrangebyscore(
+        UNACKED_INDEX_KEY, "-inf", before.timestamp(), start=0, num=MAX_TAKEN, withscores=True
+    )
+    if not tags:
+        return []
+    raws = client.hmget(UNACKED_KEY, [tag for tag, _ in tags])
+    taken = []
+    for (_tag, score), raw in zip(tags, raws, strict=True):
+        message = _read(raw, score) if raw else None  # None: acknowledged meanwhile
+        if message is not None and message.task == task:
+            taken.append(message)
+    return taken
+
+
+def _read(raw: str, taken_at: float) -> TakenMessage | None:
+    """A Celery task message (protocol 2, JSON) as kombu stored it; None for anything else."""
+    try:
+        payload, _exchange, routing_key = json.loads(raw)
+        headers, properties = payload["headers"], payload["properties"]
+        body = payload["body"]
+        if properties.get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        _args, kwargs, _embed = json.loads(body)
+        eta = datetime.fromisoformat(headers["eta"]) if headers.get("eta") else None
+        if eta is not None and eta.tzinfo is None:
+            eta = eta.replace(tzinfo=UTC)  # Celery writes its etas in UTC
+        return TakenMessage(
+            task=headers["task"],
+            kwargs=dict(kwargs),
+            queue=routing_key,
+            priority=properties.get("priority"),
+            taken_at=datetime.fromtimestamp(taken_at, UTC),
+            eta=eta,
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
