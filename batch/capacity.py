@@ -18,7 +18,8 @@ from batch.constants import WORKER_CAPACITY_KEY_PREFIX, WORKER_NAMES_KEY
 
 #: A node renews its key this many times per TTL (``BATCH_WORKER_TTL_SECONDS``).
 RENEWALS_PER_TTL = 3
-CACHE_SECONDS = 5.0
+#: How long a count of processes per queue is reused when runs are planned.
+CACHE_SECONDS = 2.0
 
 _cache: dict[str, tuple[float, int]] = {}
 

@@ -8,7 +8,7 @@ from redbeat.schedulers import ensure_conf as ensure_redbeat_conf
 
 from batch.capacity import CapacityAnnouncer
 from batch.constants import REDBEAT_KEY_PREFIX
-from batch.core import Core
+from batch.core import REDIS_TIMEOUT_SECONDS, Core
 from batch.settings import Settings
 
 MAX_PRIORITY = 9
@@ -23,6 +23,17 @@ def _queue(name: str) -> Queue:
         routing_key=name,
         queue_arguments={"x-max-priority": MAX_PRIORITY},
     )
+
+
+def _broker_transport_options(settings: Settings) -> dict[str, float]:
+    options: dict[str, float] = {"visibility_timeout": 3600}
+    if settings.effective_broker_url.startswith(("redis://", "rediss://", "unix://")):
+        # A hung Redis broker fails a publish or a page's queue count instead of blocking it.
+        options |= {
+            "socket_timeout": REDIS_TIMEOUT_SECONDS,
+            "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        }
+    return options
 
 
 def create_celery(settings: Settings, core: Core | None = None) -> Celery:
@@ -48,11 +59,16 @@ def create_celery(settings: Settings, core: Core | None = None) -> Celery:
         task_track_started=False,
         result_expires=24 * 3600,
         result_chord_join_timeout=30,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options=_broker_transport_options(settings),
         worker_hijack_root_logger=False,
         redbeat_redis_url=settings.redis_url,
         redbeat_key_prefix=REDBEAT_KEY_PREFIX,
-        redbeat_redis_options={},
+        # RedBeat's own client: a hung Redis raises in beat's tick (which rides it out)
+        # instead of blocking it for ever.
+        redbeat_redis_options={
+            "socket_timeout": REDIS_TIMEOUT_SECONDS,
+            "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        },
         # Beat ticks at least every second and a standby tries the lock as often, so that a
         # standby fires about 1 s after the lock timeout (docs/architecture.md).
         beat_max_loop_interval=1,

@@ -14,6 +14,10 @@ from batch.db import make_engine, make_sessionmaker
 from batch.jobs import JobRegistry
 from batch.settings import Settings
 
+#: A Redis that has not answered within this long counts as unreachable: a hung server (a
+#: stopped process, a network black hole) must not hang a request, a sweep or beat.
+REDIS_TIMEOUT_SECONDS = 5.0
+
 
 class Core:
     """What the worker, beat, CLI and web app share; nothing connects until first use."""
@@ -46,7 +50,12 @@ class Core:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        return redis.Redis.from_url(
+            self.settings.redis_url,
+            decode_responses=True,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
 
     @cached_property
     def jobs(self) -> JobRegistry:

@@ -557,12 +557,20 @@ def overview(core: Core, celery: Celery, limit: int = 10) -> Overview:
         newest = newest_by_status(session, (*GOING_STATES, FAILED), limit)
         if due:
             due = with_jobs(session, due)
+    # Redis that did not answer once is not asked again in this request: a hung server
+    # costs the page one timeout, not one per part.
+    redis_answers = due is not None
+    broker_is_redis = core.settings.effective_broker_url == core.settings.redis_url
     return Overview(
         due=due,
         going=_merged((newest[state] for state in GOING_STATES), limit),
         failures=newest[FAILED],
-        queues=_unless_down(lambda: broker_queue_lengths(celery)),
-        workers=_unless_down(lambda: capacity.online_workers(core.redis)),
+        queues=_unless_down(lambda: broker_queue_lengths(celery))
+        if redis_answers or not broker_is_redis
+        else None,
+        workers=_unless_down(lambda: capacity.online_workers(core.redis))
+        if redis_answers
+        else None,
     )
 
 

@@ -110,7 +110,7 @@ class Settings:
     sweep_interval_seconds: float = 3.0
     stall_seconds: int = 15
     chunk_max_attempts: int = 4
-    worker_ttl_seconds: int = 15
+    worker_ttl_seconds: int = 6
     cookie_secure: bool = False
     login_attempts_per_minute: int = 10
     web_port: int = 5000

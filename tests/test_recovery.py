@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from batch import runs
+from batch import capacity, runs
 from batch.constants import TASK_START_RUN
 from batch.core import Core
 from batch.lab import Lab, wait_until
@@ -263,3 +263,21 @@ def test_a_fire_sent_again_is_judged_by_its_schedules_deadline(lab: Lab) -> None
     run = wait_for_run(lab.core, run_id, timeout=30)
     assert run.status == "skipped"
     assert re.fullmatch(r"skipped: started 36\d\ds late, deadline 60s", run.error), run.error
+
+
+def test_a_killed_node_stops_counting_for_planning_within_its_ttl(lab: Lab) -> None:
+    def processes() -> int:
+        nodes = capacity.online_workers(lab.core.redis).values()
+        return sum(node["concurrency"] for node in nodes if QUEUE in node["queues"])
+
+    node = lab.start_node("node-a", concurrency=2)
+    lab.kill_node(node)
+    killed = time.monotonic()
+    lab.start_node("node-b", concurrency=1)
+    wait_until(lambda: processes() == 1, timeout=lab.settings.worker_ttl_seconds + 2)
+    assert time.monotonic() - killed <= lab.settings.worker_ttl_seconds + 1
+    # node-b plans for its one process: 1 x BATCH_CHUNKS_PER_PROCESS chunks, not 3 x.
+    run_id = submit(lab, seconds=0.1)
+    run = wait_for_run(lab.core, run_id, timeout=RECOVERY_SECONDS)
+    assert (run.status, run.chunk_count) == ("succeeded", lab.settings.chunks_per_process)
+    assert run.result == {"sum": expected_sum(8000)}

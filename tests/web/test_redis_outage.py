@@ -1,8 +1,10 @@
-"""The web process rides out Redis killed and started again: no 500, no restart needed."""
+"""The web process rides out Redis killed and started again, or hung: no 500, no restart."""
 
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from flask.testing import FlaskClient
 
 from batch import users
 from batch.celery_app import close_celery
-from batch.core import Core
+from batch.core import REDIS_TIMEOUT_SECONDS, Core
 from batch.lab import Lab
 from tests.conftest import ADMIN, ROOT
 from tests.test_queries import add_run
@@ -60,4 +62,28 @@ def test_the_admin_and_the_api_ride_out_a_redis_restart(lab: Lab, admin: tuple[s
         assert "did not answer" not in again.get_data(as_text=True)
         assert api.post(submit, json={"params": {"n": 10}}).status_code == 202
     finally:
+        close_celery(app.extensions["batch_celery"])
+
+
+def test_the_admin_answers_while_redis_hangs(lab: Lab, admin: tuple[str, str]) -> None:
+    from batch.web import create_app
+
+    app = create_app(lab.settings)
+    client: FlaskClient = app.test_client()
+    login = {"name": ADMIN[0], "password": ADMIN[1], "csrf_token": csrf_token(client)}
+    assert client.post("/login", data=login).status_code == 302
+    redis_server = lab.redis_server.process
+    try:
+        assert client.get("/").status_code == 200
+        redis_server.send_signal(signal.SIGSTOP)  # it keeps its port and answers nothing
+        started = time.monotonic()
+        hung = client.get("/")
+        waited = time.monotonic() - started
+        assert hung.status_code == 200
+        assert "Redis did not answer." in section(hung.get_data(as_text=True), "due")
+        assert waited < 2 * REDIS_TIMEOUT_SECONDS + 2, waited
+        redis_server.send_signal(signal.SIGCONT)
+        assert "did not answer" not in client.get("/").get_data(as_text=True)
+    finally:
+        redis_server.send_signal(signal.SIGCONT)
         close_celery(app.extensions["batch_celery"])
