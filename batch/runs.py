@@ -18,7 +18,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from batch import capacity, queries
+from batch import capacity, queries, storable
 from batch.celery_app import message_priority
 from batch.constants import (
     SENT_AT_HEADER,
@@ -29,7 +29,14 @@ from batch.constants import (
 )
 from batch.core import Core
 from batch.db import utcnow
-from batch.exceptions import BatchError, Conflict, NotFound, ServiceUnavailable, UnknownJob
+from batch.exceptions import (
+    BatchError,
+    Conflict,
+    InvalidParams,
+    NotFound,
+    ServiceUnavailable,
+    UnknownJob,
+)
 from batch.jobs import Job, Partial, Spec
 from batch.models import (
     CANCELLED,
@@ -101,6 +108,9 @@ def submit_run(
     """
     job = core.jobs.get(job_name)
     params = job.validate_params(raw_params, now=utcnow()).model_dump(mode="json")
+    problem = storable.value_problem(params)
+    if problem:
+        raise InvalidParams(job.name, {"params": problem})
     run_id = str(uuid.uuid4())
     queue = (schedule.queue if schedule else None) or job.queue
     trigger = trigger[: Run.trigger.type.length]

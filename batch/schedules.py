@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -15,14 +16,19 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from batch import beat
+from batch import beat, storable
 from batch.core import Core
 from batch.cron import MAX_INTERVAL_SECONDS, make_schedule
 from batch.db import utcnow
 from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
 from batch.models import AuditEntry, Run, Schedule
 
+log = logging.getLogger(__name__)
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
+#: The ``schedules.cron`` column's size; a real cron line is far shorter.
+MAX_CRON_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 2000
 #: Names the admin's URLs use under /schedules/.
 RESERVED_NAMES = frozenset({"new", "preview"})
 #: The stored fields of a ScheduleSpec (its name aside): the API's, the forms' and the files'.
@@ -56,7 +62,8 @@ class ScheduleSpec(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     job: str
     params: dict[str, Any] = Field(default_factory=dict)
-    cron: str | None = None
+    #: Stored with its fields separated by single spaces (``*/5  * * * *`` is ``*/5 * * * *``).
+    cron: str | None = Field(default=None, max_length=MAX_CRON_LENGTH)
     timezone: str = "UTC"
     interval_seconds: int | None = None
     enabled: bool = True
@@ -65,7 +72,12 @@ class ScheduleSpec(BaseModel):
     queue: str | None = None
     priority: int | None = Field(default=None, ge=0, le=9)
     deadline_seconds: int | None = Field(default=None, ge=1, le=MAX_INTERVAL_SECONDS)
-    description: str = ""
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
+
+    @field_validator("cron", mode="before")
+    @classmethod
+    def _normalised_cron(cls, cron: Any) -> Any:
+        return " ".join(cron.split()) if isinstance(cron, str) else cron
 
     @field_validator("name")
     @classmethod
@@ -94,7 +106,11 @@ def validate_schedule(core: Core, data: Mapping[str, Any]) -> ScheduleSpec:
     Every problem is reported at once: fields, the job and its params, and the timing.
     """
     raw = dict(data)
-    errors: dict[str, str] = {}
+    errors: dict[str, str] = {
+        key: problem
+        for key, value in raw.items()
+        if isinstance(key, str) and (problem := storable.value_problem(value))
+    }
     spec: ScheduleSpec | None = None
     try:
         spec = ScheduleSpec.model_validate(raw, context={"queues": core.settings.queues})
@@ -248,50 +264,70 @@ def _store(
     mode: StoreMode,
     source: str | None = None,
 ) -> tuple[Schedule, ScheduleChange]:
-    with beat.schedule_lock(celery), core.transaction() as session:
-        row = session.get(Schedule, spec.name)
-        if row is not None and mode == "create":
-            raise Conflict(f"schedule {spec.name!r} already exists")
-        if row is None and mode == "update":
-            raise NotFound(f"schedule {spec.name!r} not found")
-        if row is not None and mode == "new":
-            # What it would change, as diff_schedules reports drift (the path not compared).
-            return row, replace(compare(spec, row), action="kept")
-        change = compare(spec, row, source=source)
-        before = snapshot(row) if row is not None else None
-        if row is None:
-            row = Schedule(name=spec.name)
-            session.add(row)
-        for name, (_, value) in change.fields.items():
-            setattr(row, name, value)
-        if change.fields:
-            if before is not None:
-                row.updated_at = utcnow()
-            action = "create" if before is None else "update"
-            _audit(session, actor, action, spec.name, before, snapshot(row))
-        beat.write_entry(celery, row)
+    with beat.schedule_lock(celery):
+        with core.transaction() as session:
+            row = session.get(Schedule, spec.name)
+            if row is not None and mode == "create":
+                raise Conflict(f"schedule {spec.name!r} already exists")
+            if row is None and mode == "update":
+                raise NotFound(f"schedule {spec.name!r} not found")
+            if row is not None and mode == "new":
+                # What it would change, as diff_schedules reports drift (the path not compared).
+                return row, replace(compare(spec, row), action="kept")
+            change = compare(spec, row, source=source)
+            before = snapshot(row) if row is not None else None
+            if row is None:
+                row = Schedule(name=spec.name)
+                session.add(row)
+            for name, (_, value) in change.fields.items():
+                setattr(row, name, value)
+            if change.fields:
+                if before is not None:
+                    row.updated_at = utcnow()
+                action = "create" if before is None else "update"
+                _audit(session, actor, action, spec.name, before, snapshot(row))
+        _follow_in_redbeat(celery, row)
     return row, change
 
 
 def set_enabled(core: Core, celery: Celery, name: str, enabled: bool, *, actor: str) -> Schedule:
     """Enable or disable a schedule (disabled ones are removed from RedBeat)."""
-    with beat.schedule_lock(celery), core.transaction() as session:
-        row = get_schedule(session, name)
-        if row.enabled != enabled:
-            before = snapshot(row)
-            row.enabled, row.updated_at = enabled, utcnow()
-            _audit(session, actor, "enable" if enabled else "disable", name, before, snapshot(row))
-        beat.write_entry(celery, row)
+    with beat.schedule_lock(celery):
+        with core.transaction() as session:
+            row = get_schedule(session, name)
+            if row.enabled != enabled:
+                before = snapshot(row)
+                row.enabled, row.updated_at = enabled, utcnow()
+                action = "enable" if enabled else "disable"
+                _audit(session, actor, action, name, before, snapshot(row))
+        _follow_in_redbeat(celery, row)
     return row
 
 
 def remove_schedule(core: Core, celery: Celery, name: str, *, actor: str) -> None:
     """Delete a schedule from SQL and RedBeat."""
-    with beat.schedule_lock(celery), core.transaction() as session:
-        row = get_schedule(session, name)
-        _audit(session, actor, "delete", name, snapshot(row), None)
-        session.delete(row)
-        beat.delete_entry(celery, name)
+    with beat.schedule_lock(celery):
+        with core.transaction() as session:
+            row = get_schedule(session, name)
+            _audit(session, actor, "delete", name, snapshot(row), None)
+            session.delete(row)
+        _follow_in_redbeat(celery, row, deleted=True)
+
+
+def _follow_in_redbeat(celery: Celery, row: Schedule, *, deleted: bool = False) -> None:
+    # Called after the SQL commit, under the schedule lock: RedBeat only ever follows a
+    # committed state, so an edit refused at its commit leaves beat's entries untouched.
+    # If Redis fails here, SQL stays the truth and reconcile writes the entry on its pass.
+    try:
+        if deleted:
+            beat.delete_entry(celery, row.name)
+        else:
+            beat.write_entry(celery, row)
+    except beat.REDIS_ERRORS as exc:
+        log.warning(
+            "schedule %s saved; RedBeat not updated (%s): reconcile writes it within %ss",
+            row.name, exc, celery.batch_core.settings.reconcile_interval_seconds,
+        )  # fmt: skip
 
 
 def list_schedules(session: Session) -> list[Schedule]:

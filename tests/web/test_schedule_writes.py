@@ -1,0 +1,88 @@
+"""RedBeat only ever follows a committed SQL state, and input no database can store is refused
+at validation, before anything is written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from celery import Celery
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from batch import schedules
+from batch.beat import BatchEntry
+from batch.core import Core
+from batch.exceptions import InvalidSchedule
+from batch.models import AuditEntry, Schedule
+from batch.storable import NUL_MESSAGE, SURROGATE_MESSAGE
+
+
+def stored_state(core: Core, celery: Celery) -> tuple[list, int, dict[str, dict], list]:
+    """Every schedule row, the audit entries, every RedBeat entry and beat's schedule set."""
+    with core.reading() as session:
+        rows = [schedules.snapshot(row) for row in schedules.list_schedules(session)]
+        audits = session.scalar(select(func.count()).select_from(AuditEntry))
+    client = core.redis
+    keys = sorted(client.scan_iter(BatchEntry.generate_key(celery, "*")))
+    entries = {key: client.hgetall(key) for key in keys if client.type(key) == "hash"}
+    due = client.zrange(celery.redbeat_conf.schedule_key, 0, -1, withscores=True)
+    return rows, audits, entries, due
+
+
+def spec(**fields: object) -> schedules.ScheduleSpec:
+    base = {"name": "hourly", "job": "tests.sum_squares", "params": {"n": 10}, "cron": "0 * * * *"}
+    return schedules.ScheduleSpec(**{**base, **fields})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("description", "a \ud800 b", SURROGATE_MESSAGE),
+        ("description", "a \x00 b", NUL_MESSAGE),
+        ("params", {"region\x00": 1}, NUL_MESSAGE),
+        ("cron", "0 * * * *\x00", NUL_MESSAGE),
+    ],
+)
+def test_text_no_database_stores_is_refused_and_nothing_is_written(
+    core: Core, celery_app: Celery, api: FlaskClient, field: str, value: object, message: str
+) -> None:
+    schedules.save_schedule(core, celery_app, spec(), actor="test")
+    before = stored_state(core, celery_app)
+    body = {"name": "other", "job": "tests.sum_squares", "cron": "0 * * * *", field: value}
+    # json.dumps escapes the surrogate as \ud800, as any client would send it.
+    created = api.post("/api/schedules", data=json.dumps(body), content_type="application/json")
+    replaced = api.put(
+        "/api/schedules/hourly",
+        data=json.dumps({**body, "name": "hourly"}),
+        content_type="application/json",
+    )
+    for response in (created, replaced):
+        assert response.status_code == 400, response.get_data(as_text=True)
+        assert response.get_json()["errors"][field] == message
+    assert stored_state(core, celery_app) == before
+
+
+def test_a_commit_that_fails_leaves_redbeat_as_it_was(core: Core, celery_app: Celery) -> None:
+    # Past validation (a spec built without it), the commit itself fails: RedBeat must not
+    # have been written first, neither for a new schedule nor for an edit of one.
+    schedules.save_schedule(core, celery_app, spec(), actor="test")
+    before = stored_state(core, celery_app)
+    for name in ("hourly", "new-one"):
+        unstorable = schedules.ScheduleSpec.model_construct(
+            **{**spec().model_dump(), "name": name, "cron": "*/5 * * * *", "description": "\ud800"}
+        )
+        with pytest.raises(Exception) as failed:
+            schedules.save_schedule(core, celery_app, unstorable, actor="test")
+        assert not isinstance(failed.value, InvalidSchedule)
+        assert stored_state(core, celery_app) == before
+    with core.reading() as session:
+        assert session.get(Schedule, "hourly").cron == "0 * * * *"
+
+
+def test_cron_lines_are_stored_normalised_and_bounded(core: Core) -> None:
+    data = {"name": "spaced", "job": "tests.sum_squares", "cron": "  */5   *\t* * *  "}
+    assert schedules.validate_schedule(core, data).cron == "*/5 * * * *"
+    with pytest.raises(InvalidSchedule) as refused:
+        schedules.validate_schedule(core, {**data, "cron": "0 * * * * " + "1" * 300})
+    assert refused.value.errors["cron"] == "String should have at most 200 characters"
