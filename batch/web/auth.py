@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -61,11 +63,25 @@ def _too_many_attempts() -> bool:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only paths on this site: never an absolute URL an attacker chose. Browsers read
-    # "//host" and "/\\host" as another site, so both are refused with any backslash.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """``target`` if it is a path on this site, else the overview."""
+    if target and _is_local_path(target):
         return target
     return url_for("overview.index")
+
+
+def _is_local_path(target: str) -> bool:
+    # Browsers drop tabs and newlines inside a URL ("/\t/host" becomes "//host") and read
+    # "//host" and "/\\host" as another site: a path holding any control character or any
+    # backslash is refused whole, then it must be a bare path (no scheme, no host).
+    if "\\" in target or any(unicodedata.category(char) == "Cc" for char in target):
+        return False
+    parts = urlsplit(target)
+    return (
+        target.startswith("/")
+        and not target.startswith("//")
+        and not parts.scheme
+        and not parts.netloc
+    )
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
