@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import func, select
 
@@ -39,15 +40,26 @@ def ensure_redis(
     settings: Settings, say: Callable[[str], None]
 ) -> redis_server.PrivateRedis | None:
     """Start a private redis-server when ``settings.redis_url`` does not answer."""
+    shown = without_password(settings.redis_url)
     if redis_server.is_reachable(settings.redis_url):
-        say(f"using Redis at {settings.redis_url}")
+        say(f"using Redis at {shown}")
         return None
     server = redis_server.start_private_redis(PRIVATE_REDIS_DIR)
     say(
-        f"Redis at {settings.redis_url} is not reachable: started a private redis-server "
-        f"({server.binary}) at {server.url}"
+        f"Redis at {shown} is not reachable: started a private redis-server "
+        f"({server.binary}) at {without_password(server.url)}"
     )
     return server
+
+
+def without_password(url: str) -> str:
+    """``url`` as it may be shown or logged: its password, if any, as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def prepare(

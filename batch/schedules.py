@@ -383,10 +383,7 @@ def load_schedule_files(core: Core, path: Path) -> list[ScheduleFile]:
     files = sorted(path.glob("*.toml")) if path.is_dir() else [path]
     loaded: dict[str, ScheduleFile] = {}
     for file in files:
-        try:
-            data = tomllib.loads(file.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidSchedule({str(file): f"not valid TOML: {exc}"}) from None
+        data = _read_toml(file)
         data.setdefault("name", file.stem)
         try:
             spec = validate_schedule(core, data)
@@ -397,6 +394,21 @@ def load_schedule_files(core: Core, path: Path) -> list[ScheduleFile]:
             raise InvalidSchedule({f"{file.name}: name": f"{spec.name!r} is also in {other}"})
         loaded[spec.name] = ScheduleFile(file.as_posix(), spec)
     return list(loaded.values())
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        raise InvalidSchedule({str(file): "not a file"})
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidSchedule({str(file): f"not UTF-8 text (byte {exc.start})"}) from None
+    except OSError as exc:
+        raise InvalidSchedule({str(file): f"cannot be read: {exc.strerror}"}) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidSchedule({str(file): f"not valid TOML: {exc}"}) from None
 
 
 def import_schedules(

@@ -390,3 +390,26 @@ def test_migration_0004_adds_an_empty_source_and_downgrades_without_it(
             assert connection.execute(text("SELECT name FROM schedules")).scalars().all() == ["old"]
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("make_bad", "message"),
+    [
+        (lambda folder: (folder / "latin1.toml").write_bytes(b'cron = "0 * * * *" # caf\xe9\n'),
+         "latin1.toml: not UTF-8 text (byte 24)"),
+        (lambda folder: (folder / "folder.toml").mkdir(), "folder.toml: not a file"),
+        (lambda folder: (folder / "again.toml").write_text(HOURLY_TOML + 'name = "hourly"\n'),
+         "hourly.toml: name: 'hourly' is also in"),
+    ],
+)  # fmt: skip
+def test_a_bad_file_in_an_import_is_one_error_line_and_nothing_is_stored(
+    core: Core, files: Path, make_bad: Any, message: str
+) -> None:
+    make_bad(files)
+    code, out, err = cli(core, "schedules", "import", str(files))
+    assert (code, out) == (2, "")  # the CLI's user-error code
+    assert err.startswith("error: invalid schedule: ") and message in err, err
+    assert "Traceback" not in err and err.count("\n") == 1
+    with core.reading() as session:
+        assert session.scalar(select(func.count()).select_from(Schedule)) == 0
+    assert list(core.redis.scan_iter(match="batch:redbeat:*")) == []
