@@ -5,18 +5,25 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, Connection, Update, or_, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from batch.core import Core
-from batch.db import utcnow
+from batch.db import SQLITE_BUSY_TIMEOUT_MS, utcnow
 from batch.exceptions import Conflict, UserError
 from batch.models import ApiToken, User
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 MIN_PASSWORD_LENGTH = 8
 TOKEN_BYTES = 32
+#: A token's ``last_used_at`` and a session's ``last_seen_at`` are written at most this often.
+TOUCH_INTERVAL = timedelta(minutes=1)
 # Checked against when the user is unknown, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
 
@@ -60,12 +67,58 @@ def add_token(core: Core, name: str) -> str:
 
 
 def token_owner(core: Core, token: str) -> str | None:
-    """The name of the API token ``token``, or None when it is not a known token."""
-    with core.transaction() as session:
-        name = session.execute(
+    """The name of the API token ``token``, or None when it is not a known token.
+
+    Only reads: its ``last_used_at`` is written at most once per TOUCH_INTERVAL, and only
+    when that needs no wait for a lock.
+    """
+    with core.reading() as session:
+        row = session.execute(
+            select(ApiToken.name, ApiToken.last_used_at).where(
+                ApiToken.token_hash == _token_hash(token)
+            )
+        ).one_or_none()
+    if row is None:
+        return None
+    now = utcnow()
+    if row.last_used_at is None or row.last_used_at < now - TOUCH_INTERVAL:
+        _touch(
+            core,
             update(ApiToken)
-            .where(ApiToken.token_hash == _token_hash(token))
-            .values(last_used_at=utcnow())
-            .returning(ApiToken.name)
-        ).scalar_one_or_none()
-    return name
+            .where(ApiToken.name == row.name, _stale(ApiToken.last_used_at, now))
+            .values(last_used_at=now),
+        )
+    return row.name
+
+
+def _stale(column: Any, now: datetime) -> ColumnElement[bool]:
+    return or_(column.is_(None), column < now - TOUCH_INTERVAL)
+
+
+def _touch(core: Core, statement: Update) -> None:
+    # Bookkeeping (when a token or a session was last used) must never make a request wait
+    # for another writer, nor fail it: when the lock is taken, this update is skipped.
+    try:
+        with core.engine.connect() as connection, _no_lock_wait(connection):
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SET LOCAL lock_timeout = '1ms'"))
+                connection.execute(statement)
+    except SQLAlchemyError:
+        pass
+
+
+@contextmanager
+def _no_lock_wait(connection: Connection) -> Iterator[None]:
+    # SQLite: the writing engine waits up to its busy timeout at BEGIN IMMEDIATE; set it to
+    # 0 on this connection for the update, and back before the pool hands it out again.
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
