@@ -19,7 +19,7 @@ from batch.db import SQLITE_BUSY_TIMEOUT_MS, utcnow
 from batch.exceptions import Conflict, UserError
 from batch.models import ApiToken, User
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 MIN_PASSWORD_LENGTH = 8
 TOKEN_BYTES = 32
 #: A token's ``last_used_at`` and a session's ``last_seen_at`` are written at most this often.
@@ -29,7 +29,7 @@ _DUMMY_HASH = generate_password_hash("not-a-real-password")
 
 
 def _check_name(name: str) -> None:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise UserError(f"bad name {name!r}: use letters, digits and . _ @ - (at most 100)")
 
 
