@@ -20,14 +20,21 @@ from batch.exceptions import InvalidSchedule
 MIN_INTERVAL_SECONDS = 1
 #: The largest value the INTEGER column holds (about 68 years); far larger ones overflow dates.
 MAX_INTERVAL_SECONDS = 2**31 - 1
+#: The ``schedules.timezone`` column's size; the longest IANA name has about 30 characters.
+MAX_TIMEZONE_LENGTH = 64
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 
 
 def parse_timezone(name: str) -> ZoneInfo:
     """The IANA zone ``name``, or InvalidSchedule."""
+    if len(name) > MAX_TIMEZONE_LENGTH:
+        message = f"unknown timezone {name[:32]!r}...: a name has at most {MAX_TIMEZONE_LENGTH}"
+        raise InvalidSchedule({"timezone": f"{message} characters"})
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # ZoneInfo reads the name as a path under the tzdata folders: a folder ("Europe") is
+    # an IsADirectoryError, a name too long for the file system another OSError.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidSchedule({"timezone": f"unknown timezone {name!r}"}) from None
 
 
