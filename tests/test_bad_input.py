@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
 from zoneinfo import available_timezones
 
 import pytest
+from celery import Celery
+from pydantic import model_validator
 from sqlalchemy import func, select
 
-from batch import schedules
+from batch import runs, schedules
 from batch.core import Core
 from batch.cron import CronSchedule, make_schedule
-from batch.exceptions import InvalidSchedule
+from batch.exceptions import InvalidParams, InvalidSchedule
+from batch.jobs import Job, Params
 from batch.models import Run
+from tests.conftest import wait_for_run
 from tests.test_queries import SALES
 
 NOW = datetime(2026, 11, 20, 10, 17, tzinfo=UTC)
@@ -61,3 +66,109 @@ def test_a_timezone_folder_or_overlong_name_is_an_unknown_timezone(
 def test_every_zone_of_the_tz_database_is_still_a_timezone() -> None:
     for name in available_timezones():
         assert CronSchedule("5 * * * *", name).zone.key == name
+
+
+# --- Sales windows -------------------------------------------------------------------------------
+
+
+def sales_params(core: Core, raw: dict[str, Any]) -> dict[str, Any]:
+    job = core.jobs.get(SALES)
+    return job.validate_params(raw, now=NOW).model_dump(mode="json")
+
+
+SINCE_RANGE = "Input should be between 0001-01-02T00:00:00+00:00 and 9999-12-29T23:00:00+00:00"
+UNTIL_RANGE = "Input should be between 0001-01-02T01:00:00+00:00 and 9999-12-30T00:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("raw", "errors"),
+    [
+        # The default since (an hour before until) was before the year 1: OverflowError.
+        ({"until": "0001-01-01T00:30:00Z"}, {"until": UNTIL_RANGE}),
+        ({"until": "0001-01-02T00:59:59Z"}, {"until": UNTIL_RANGE}),
+        # The default until (an hour after since) was after the year 9999.
+        ({"since": "9999-12-31T23:30:00Z"}, {"since": SINCE_RANGE}),
+        ({"since": "9999-12-30T00:00:00Z"}, {"since": SINCE_RANGE}),
+        # Valid as given, but not in UTC, where they are stored: the worker overflowed.
+        (
+            {"since": "0001-01-01T00:30:00+01:00", "until": "0001-01-01T01:30:00+01:00"},
+            {"since": SINCE_RANGE, "until": UNTIL_RANGE},
+        ),
+        (
+            {"since": "9999-12-31T22:00:00-02:00", "until": "9999-12-31T23:00:00-02:00"},
+            {"since": SINCE_RANGE, "until": UNTIL_RANGE},
+        ),
+        (
+            {"since": "2026-01-01T00:00:00Z", "until": "9999-12-31T23:59:59.999999Z"},
+            {"until": UNTIL_RANGE},
+        ),
+    ],
+)
+def test_a_window_next_to_the_year_1_or_9999_is_refused_at_its_field(
+    core: Core, celery_app: Celery, raw: dict[str, str], errors: dict[str, str]
+) -> None:
+    with pytest.raises(InvalidParams) as raised:
+        sales_params(core, raw)
+    assert raised.value.errors == errors
+    with pytest.raises(InvalidParams) as raised:
+        runs.submit_run(core, celery_app, SALES, raw, trigger="test")
+    assert raised.value.errors == errors
+    assert run_count(core) == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "window"),
+    [
+        ({"until": "0001-01-02T01:00:00Z"}, ("0001-01-02T00:00:00Z", "0001-01-02T01:00:00Z")),
+        ({"since": "9999-12-29T23:00:00Z"}, ("9999-12-29T23:00:00Z", "9999-12-30T00:00:00Z")),
+        (
+            {"until": "0001-01-01T02:00:00-23:00"},
+            ("0001-01-01T01:00:00-23:00", "0001-01-01T02:00:00-23:00"),
+        ),
+        (
+            {"since": "9999-12-30T22:00:00+23:00"},
+            ("9999-12-30T22:00:00+23:00", "9999-12-30T23:00:00+23:00"),
+        ),
+    ],
+)
+def test_a_window_at_the_edge_resolves_to_params_that_validate_again(
+    core: Core, raw: dict[str, str], window: tuple[str, str]
+) -> None:
+    # The worker validates the resolved params again: its defaults must be in range too.
+    resolved = sales_params(core, raw)
+    assert (resolved["since"], resolved["until"]) == window
+    assert sales_params(core, resolved) == resolved
+
+
+def test_a_window_at_the_edge_runs_in_the_worker(core: Core, celery_app: Celery, worker) -> None:
+    for raw in ({"until": "0001-01-02T01:00:00Z"}, {"since": "9999-12-29T23:00:00+00:00"}):
+        run_id = runs.submit_run(core, celery_app, SALES, raw, trigger="test")
+        run = wait_for_run(core, run_id)
+        assert (run.status, run.error, run.result) == (
+            "succeeded",
+            None,
+            {"regions": {}, "orders": 0},
+        )
+
+
+# --- Any job's params ----------------------------------------------------------------------------
+
+
+class FarParams(Params):
+    days: int = 1
+
+    @model_validator(mode="after")
+    def _far(self) -> Self:
+        datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=self.days)
+        return self
+
+
+class FarJob(Job):
+    name = "tests.far"
+    params_model = FarParams
+
+
+def test_date_arithmetic_overflowing_in_any_jobs_validator_is_invalid_params() -> None:
+    with pytest.raises(InvalidParams) as raised:
+        FarJob().validate_params({"days": 10**8}, now=NOW)
+    assert raised.value.errors == {"params": "out of range: date value out of range"}

@@ -52,6 +52,10 @@ class Job:
             return self.params_model.model_validate(dict(raw), context={"now": now})
         except ValidationError as exc:
             raise InvalidParams(self.name, _field_errors(exc)) from None
+        except OverflowError as exc:
+            # Date arithmetic in a job's validator past the years 1 or 9999: such params
+            # could never run, so they are refused like any other bad value.
+            raise InvalidParams(self.name, {"params": f"out of range: {exc}"}) from None
 
     def plan(self, params: Any, *, chunks: int, db: Session) -> list[Spec]:
         """Split the work into at most about ``chunks`` small JSON chunk specs."""

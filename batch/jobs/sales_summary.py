@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
-from pydantic import AwareDatetime, ValidationInfo, model_validator
+from pydantic import AwareDatetime, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from batch.constants import QUEUE_REPORTS
 from batch.jobs import Job, Params, Partial, Spec, split_range
 from batch.models import Order
+
+#: A window's default length: the hour before ``until``, or after ``since``.
+DEFAULT_WINDOW = timedelta(hours=1)
+#: The range a window must lie in. Python's datetimes end at the years 1 and 9999: a time a
+#: day from either end converts to UTC (or any offset) and stores without overflowing.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def _within(value: datetime | None, low: datetime, high: datetime) -> datetime | None:
+    # Comparing aware datetimes never overflows, whatever their offsets.
+    if value is not None and not low <= value <= high:
+        raise PydanticCustomError(
+            "datetime_range",
+            "Input should be between {low} and {high}",
+            {"low": low.isoformat(), "high": high.isoformat()},
+        )
+    return value
 
 
 class SalesSummaryParams(Params):
@@ -20,12 +39,24 @@ class SalesSummaryParams(Params):
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
 
+    # Room for the default hour on the other side, so the resolved window is in range too
+    # (the worker validates it again).
+    @field_validator("since")
+    @classmethod
+    def _since_in_range(cls, since: datetime | None) -> datetime | None:
+        return _within(since, EARLIEST, LATEST - DEFAULT_WINDOW)
+
+    @field_validator("until")
+    @classmethod
+    def _until_in_range(cls, until: datetime | None) -> datetime | None:
+        return _within(until, EARLIEST + DEFAULT_WINDOW, LATEST)
+
     @model_validator(mode="after")
     def _resolve_window(self, info: ValidationInfo) -> Self:
         now: datetime = (info.context or {})["now"]
         hour = now.replace(minute=0, second=0, microsecond=0)
-        since = self.since or (self.until or hour) - timedelta(hours=1)
-        until = self.until or since + timedelta(hours=1)
+        since = self.since or (self.until or hour) - DEFAULT_WINDOW
+        until = self.until or since + DEFAULT_WINDOW
         if since >= until:
             raise ValueError("since must be before until")
         object.__setattr__(self, "since", since)
