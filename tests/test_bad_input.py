@@ -172,3 +172,30 @@ def test_date_arithmetic_overflowing_in_any_jobs_validator_is_invalid_params() -
     with pytest.raises(InvalidParams) as raised:
         FarJob().validate_params({"days": 10**8}, now=NOW)
     assert raised.value.errors == {"params": "out of range: date value out of range"}
+
+
+# --- Purge age -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("days", [36_501, 1_000_000, 10**30])
+def test_purge_refuses_an_age_past_a_hundred_years(
+    core: Core, celery_app: Celery, days: int
+) -> None:
+    message = "Input should be less than or equal to 36500"
+    job = core.jobs.get("cleanups.purge_runs")
+    with pytest.raises(InvalidParams) as raised:
+        job.validate_params({"older_than_days": days}, now=NOW)
+    assert raised.value.errors == {"older_than_days": message}
+    with pytest.raises(InvalidParams):
+        runs.submit_run(
+            core, celery_app, "cleanups.purge_runs", {"older_than_days": days}, trigger="test"
+        )
+    assert run_count(core) == 0
+
+
+def test_purge_runs_with_the_largest_age(core: Core, celery_app: Celery, worker) -> None:
+    run_id = runs.submit_run(
+        core, celery_app, "cleanups.purge_runs", {"older_than_days": 36_500}, trigger="test"
+    )
+    run = wait_for_run(core, run_id)
+    assert (run.status, run.error, run.result) == ("succeeded", None, {"deleted_runs": 0})

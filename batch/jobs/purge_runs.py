@@ -16,10 +16,12 @@ from batch.models import FINISHED_STATES, Run, RunChunk
 
 #: Runs deleted per statement: keeps each write transaction short.
 DELETE_BATCH = 500
+#: About a hundred years: a cutoff further back overflows Python's dates near the year 1.
+MAX_OLDER_THAN_DAYS = 36_500
 
 
 class PurgeRunsParams(Params):
-    older_than_days: int = Field(default=30, ge=1)
+    older_than_days: int = Field(default=30, ge=1, le=MAX_OLDER_THAN_DAYS)
 
 
 class PurgeRuns(Job):
