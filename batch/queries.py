@@ -57,6 +57,8 @@ DEFAULT_PAGE = 25
 MAX_PAGE = 200
 MAX_PROGRESS_IDS = 200
 CURSOR_SEP = "~"
+#: A run id in a cursor: printable ASCII, as ids are (no NUL, which PostgreSQL refuses).
+CURSOR_RUN_ID = re.compile(r"[!-~]{1,36}")
 # kombu's Redis transport keeps a message sent with a priority in a list of its own,
 # named after the queue: "<queue>\x06\x16<step>" (step 0 is the queue name itself).
 KOMBU_PRIORITY_SEP = "\x06\x16"
@@ -91,12 +93,14 @@ class Cursor:
         stamp, sep, run_id = text.partition(CURSOR_SEP)
         try:
             created_at = datetime.fromisoformat(stamp)
-        except ValueError:
+            if created_at.tzinfo is None:
+                created_at = created_at.replace(tzinfo=UTC)
+            # Stored in UTC: a time near the year 1 or 9999 may not exist there.
+            created_at = created_at.astimezone(UTC)
+        except (ValueError, OverflowError):
             created_at = None
-        if not sep or not run_id or len(run_id) > 36 or created_at is None:
+        if not sep or created_at is None or not CURSOR_RUN_ID.fullmatch(run_id):
             raise UserError(f"bad cursor {text!r}: expected <ISO timestamp>{CURSOR_SEP}<run id>")
-        if created_at.tzinfo is None:
-            created_at = created_at.replace(tzinfo=UTC)
         return cls(created_at, run_id)
 
 

@@ -11,14 +11,14 @@ from celery import Celery
 from pydantic import model_validator
 from sqlalchemy import func, select
 
-from batch import runs, schedules
+from batch import queries, runs, schedules
 from batch.core import Core
 from batch.cron import CronSchedule, make_schedule
-from batch.exceptions import InvalidParams, InvalidSchedule
+from batch.exceptions import InvalidParams, InvalidSchedule, UserError
 from batch.jobs import Job, Params
 from batch.models import Run
 from tests.conftest import wait_for_run
-from tests.test_queries import SALES
+from tests.test_queries import SALES, add_run
 
 NOW = datetime(2026, 11, 20, 10, 17, tzinfo=UTC)
 TOO_LONG = "...: a name has at most 64 characters"
@@ -199,3 +199,37 @@ def test_purge_runs_with_the_largest_age(core: Core, celery_app: Celery, worker)
     )
     run = wait_for_run(core, run_id)
     assert (run.status, run.error, run.result) == ("succeeded", None, {"deleted_runs": 0})
+
+
+# --- The runs list cursor ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # In range as written, outside Python's dates in UTC, where runs are stored.
+        "0001-01-01T00:00:00+01:00~x",
+        "0001-01-01T00:00:00.000001+00:01~r1",
+        "9999-12-31T23:59:59-01:00~x",
+        "9999-12-31T23:00:00-23:59~x",
+        # A run id PostgreSQL cannot compare (NUL), or one no run has.
+        "2026-03-01T12:00:00+00:00~r\x001",
+        "2026-03-01T12:00:00+00:00~r 1",
+        "2026-03-01T12:00:00+00:00~é",
+    ],
+)
+def test_cursors_outside_utc_dates_or_with_odd_ids_are_user_errors(core: Core, text: str) -> None:
+    with pytest.raises(UserError, match="bad cursor"):
+        queries.Cursor.parse(text)
+
+
+def test_cursors_at_the_ends_of_time_page_from_there(core: Core) -> None:
+    add_run(core, "r1")
+    with core.reading() as session:
+        first = queries.Cursor.parse("0001-01-01T00:00:00+00:00~x")
+        last = queries.Cursor.parse("9999-12-31T23:59:59.999999+00:00~x")
+        assert queries.list_runs(session, before=first).runs == []
+        assert [run.id for run in queries.list_runs(session, before=last).runs] == ["r1"]
+    assert str(queries.Cursor.parse("2026-03-01T13:00:00+01:00~r1")) == (
+        "2026-03-01T12:00:00+00:00~r1"
+    )
