@@ -18,6 +18,7 @@ from batch.exceptions import InvalidParams, InvalidSchedule, UserError
 from batch.jobs import Job, Params
 from batch.models import Run
 from tests.conftest import wait_for_run
+from tests.test_cli import cli
 from tests.test_queries import SALES, add_run
 
 NOW = datetime(2026, 11, 20, 10, 17, tzinfo=UTC)
@@ -233,3 +234,19 @@ def test_cursors_at_the_ends_of_time_page_from_there(core: Core) -> None:
     assert str(queries.Cursor.parse("2026-03-01T13:00:00+01:00~r1")) == (
         "2026-03-01T12:00:00+00:00~r1"
     )
+
+
+# --- The command line ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "10001"])
+def test_runs_list_with_a_limit_out_of_range_is_one_line(core: Core, limit: str) -> None:
+    code, out, err = cli(core, "runs", "list", "--limit", limit)
+    assert (code, out, err) == (2, "", f"error: bad limit {limit}: expected 1 to 10000\n")
+
+
+def test_runs_list_with_a_limit_in_range(core: Core) -> None:
+    add_run(core, "r1")
+    add_run(core, "r2", minute=1)
+    code, out, err = cli(core, "runs", "list", "--limit", "1")
+    assert (code, err, [line.split()[0] for line in out.splitlines()]) == (0, "", ["r2"])

@@ -17,6 +17,7 @@ from batch.cli import Context, cli_actor, fail, pass_context
 from batch.models import FINISHED_STATES, Run
 
 POLL_SECONDS = 0.2
+MAX_LISTED_RUNS = 10_000
 
 
 @click.command("jobs")
@@ -112,10 +113,15 @@ def runs_group() -> None:
 
 @runs_group.command("list")
 @click.option("--job", help="Only runs of this job.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+# An int, not click.IntRange: a value out of range is a user error like any other (one
+# line), not click's usage message.
+@click.option(
+    "--limit", default=20, show_default=True, type=int, help=f"At most {MAX_LISTED_RUNS}."
+)
 @pass_context
 def runs_list(ctx: Context, job: str | None, limit: int) -> None:
     """The most recent runs, newest first."""
+    queries.check_limit(limit, MAX_LISTED_RUNS)
     query = select(Run).order_by(Run.created_at.desc()).limit(limit)
     if job:
         ctx.core.jobs.get(job)
