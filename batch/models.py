@@ -161,3 +161,21 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
+
+
+class UserSession(Base):
+    """A signed-in admin session; the cookie carries its id, SQL only its SHA-256.
+
+    Deleting the row (sign-out, the user removed, a new password) ends the session.
+    """
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_expires", "expires_at"),)
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(
+        String(100), ForeignKey("users.name", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)

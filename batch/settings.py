@@ -114,12 +114,15 @@ class Settings:
     cookie_secure: bool = False
     login_attempts_per_minute: int = 10
     web_port: int = 5000
+    session_hours: int = 12
 
     def __post_init__(self) -> None:
         check_queue_names(self.queues)
         if self.beat_lock_timeout_seconds < 3:
             # Beat sleeps up to 1 s between ticks and renews the lock every second of a tick.
             raise ValueError("BATCH_BEAT_LOCK_TIMEOUT_SECONDS must be at least 3")
+        if self.session_hours < 1:
+            raise ValueError("BATCH_SESSION_HOURS must be at least 1")
 
     @property
     def effective_broker_url(self) -> str:
@@ -189,4 +192,5 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "cookie_secure": ("BATCH_COOKIE_SECURE", _flag, lambda on: "1" if on else "0"),
     "login_attempts_per_minute": ("BATCH_LOGIN_ATTEMPTS_PER_MINUTE", int, str),
     "web_port": ("PORT", int, str),
+    "session_hours": ("BATCH_SESSION_HOURS", int, str),
 }

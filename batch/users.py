@@ -1,4 +1,4 @@
-"""Admin users (hashed passwords) and API bearer tokens (stored as SHA-256)."""
+"""Admin users (hashed passwords), their sessions and API bearer tokens (ids stored as SHA-256)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Update, or_, select, text, update
+from sqlalchemy import ColumnElement, Connection, Update, delete, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from batch.core import Core
 from batch.db import SQLITE_BUSY_TIMEOUT_MS, utcnow
-from batch.exceptions import Conflict, UserError
-from batch.models import ApiToken, User
+from batch.exceptions import Conflict, NotFound, UserError
+from batch.models import ApiToken, User, UserSession
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 MIN_PASSWORD_LENGTH = 8
@@ -33,11 +33,15 @@ def _check_name(name: str) -> None:
         raise UserError(f"bad name {name!r}: use letters, digits and . _ @ - (at most 100)")
 
 
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
+
+
 def add_user(core: Core, name: str, password: str) -> None:
     """Create an admin user; Conflict if the name is taken."""
     _check_name(name)
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
+    _check_password(password)
     with core.transaction() as session:
         if session.get(User, name) is not None:
             raise Conflict(f"user {name!r} already exists")
@@ -49,6 +53,79 @@ def check_login(core: Core, name: str, password: str) -> bool:
     with core.reading() as session:
         user = session.get(User, name)
     return check_password_hash(user.password_hash if user else _DUMMY_HASH, password) and bool(user)
+
+
+def set_password(core: Core, name: str, password: str) -> None:
+    """Give user ``name`` a new password and end every session they have."""
+    _check_password(password)
+    with core.transaction() as session:
+        user = session.get(User, name)
+        if user is None:
+            raise NotFound(f"no user {name!r}")
+        user.password_hash = generate_password_hash(password)
+        session.execute(delete(UserSession).where(UserSession.user_name == name))
+
+
+def remove_user(core: Core, name: str) -> None:
+    """Delete user ``name`` and end every session they have; NotFound if there is none."""
+    with core.transaction() as session:
+        session.execute(delete(UserSession).where(UserSession.user_name == name))
+        if session.execute(delete(User).where(User.name == name)).rowcount != 1:
+            raise NotFound(f"no user {name!r}")
+
+
+def start_session(core: Core, name: str) -> str:
+    """Open a session for user ``name``; returns its id, for the signed cookie only."""
+    session_id = secrets.token_urlsafe(TOKEN_BYTES)
+    now = utcnow()
+    with core.transaction() as session:
+        if session.get(User, name) is None:
+            raise NotFound(f"no user {name!r}")
+        # Sessions past their end go whenever someone signs in: the table stays small.
+        session.execute(delete(UserSession).where(UserSession.expires_at <= now))
+        session.add(
+            UserSession(
+                id_hash=_token_hash(session_id),
+                user_name=name,
+                created_at=now,
+                expires_at=now + timedelta(hours=core.settings.session_hours),
+                last_seen_at=now,
+            )
+        )
+    return session_id
+
+
+def session_user(core: Core, session_id: str) -> str | None:
+    """The user of the live session ``session_id``, or None (unknown, ended or expired).
+
+    Only reads, as ``token_owner`` does: ``last_seen_at`` is written rarely, never waiting.
+    """
+    now = utcnow()
+    with core.reading() as session:
+        row = session.execute(
+            select(UserSession.user_name, UserSession.last_seen_at)
+            .join(User, User.name == UserSession.user_name)
+            .where(UserSession.id_hash == _token_hash(session_id), UserSession.expires_at > now)
+        ).one_or_none()
+    if row is None:
+        return None
+    if row.last_seen_at < now - TOUCH_INTERVAL:
+        _touch(
+            core,
+            update(UserSession)
+            .where(
+                UserSession.id_hash == _token_hash(session_id),
+                _stale(UserSession.last_seen_at, now),
+            )
+            .values(last_seen_at=now),
+        )
+    return row.user_name
+
+
+def end_session(core: Core, session_id: str) -> None:
+    """End the session ``session_id`` (signing out); nothing happens if it is gone already."""
+    with core.transaction() as session:
+        session.execute(delete(UserSession).where(UserSession.id_hash == _token_hash(session_id)))
 
 
 def _token_hash(token: str) -> str:

@@ -26,6 +26,8 @@ blueprint = Blueprint("auth", __name__)
 
 OPEN_ENDPOINTS = {"healthz", "static", "auth.login"}
 ATTEMPT_WINDOW_SECONDS = 60
+#: The one thing the signed session cookie carries besides the CSRF token: the session id.
+SESSION_KEY = "session_id"
 
 
 def authenticate() -> Any:
@@ -43,8 +45,11 @@ def authenticate() -> Any:
             return response
         g.actor = f"api:{owner}"
         return None
-    name = session.get("user")
+    session_id = session.get(SESSION_KEY)
+    name = users.session_user(current_core(), session_id) if isinstance(session_id, str) else None
     if name is None:
+        if SESSION_KEY in session:
+            session.clear()  # ended, expired, or its user removed: forget it in the browser too
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
     g.user = name
     g.actor = f"user:{name}"
@@ -94,7 +99,7 @@ def login() -> Any:
         name = request.form.get("name", "")
         if users.check_login(current_core(), name, request.form.get("password", "")):
             session.clear()
-            session["user"] = name
+            session[SESSION_KEY] = users.start_session(current_core(), name)
             return redirect(_safe_next(request.args.get("next")))
         error = "wrong name or password"
     return render_template("login.html", error=error), 401 if error else 200
@@ -102,6 +107,7 @@ def login() -> Any:
 
 @blueprint.post("/logout")
 def logout() -> Any:
-    """Sign out (POST, with the CSRF token)."""
+    """Sign out (POST, with the CSRF token): the session ends, every copy of its cookie too."""
+    users.end_session(current_core(), session[SESSION_KEY])
     session.clear()
     return redirect(url_for("auth.login"))

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import pytest
 from flask import Flask
-from sqlalchemy import text
+from flask.testing import FlaskClient
+from sqlalchemy import delete, func, select, text, update
 
+from batch import users
+from batch.celery_app import close_celery
 from batch.core import Core
-from batch.models import ApiToken
+from batch.db import utcnow
+from batch.models import ApiToken, Schedule, User, UserSession
+from batch.settings import Settings
 from tests.web.conftest import csrf_token
+from tests.web.test_schedules_pages import FORM
 
 
 def sign_in(app: Flask, admin: tuple[str, str], next_path: str) -> str:
@@ -110,3 +118,132 @@ def test_a_bogus_token_writes_nothing(app: Flask, core: Core, api_token: str) ->
     response = app.test_client().get("/api/jobs", headers={"Authorization": "Bearer nope"})
     assert response.status_code == 401
     assert last_used(core, "tests") is None
+
+
+# --- Sessions that end ---------------------------------------------------------------------------
+
+
+def with_cookie(app: Flask, cookie: str) -> FlaskClient:
+    """Another browser holding a copy of a session cookie."""
+    other = app.test_client()
+    other.set_cookie("session", cookie)
+    return other
+
+
+def cookie_of(client: FlaskClient) -> str:
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    return cookie.value
+
+
+def signed_out(app: Flask, cookie: str) -> bool:
+    """Whether a browser with ``cookie`` is sent to sign in."""
+    response = with_cookie(app, cookie).get("/runs/")
+    return response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+def count(core: Core, model: type) -> int:
+    with core.reading() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def test_a_copied_cookie_stops_working_at_sign_out(
+    app: Flask, core: Core, client: FlaskClient
+) -> None:
+    copy = with_cookie(app, cookie_of(client))
+    token = csrf_token(copy, "/schedules/new")
+    cookie = cookie_of(copy)  # the session id and the CSRF token a form needs
+    assert not signed_out(app, cookie)
+    assert client.post("/logout", data={"csrf_token": csrf_token(client, "/")}).status_code == 302
+    assert signed_out(app, cookie)
+    # A form POST with the copy and its valid CSRF token is refused too, and writes nothing.
+    response = with_cookie(app, cookie).post("/schedules/new", data={**FORM, "csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    assert count(core, Schedule) == count(core, UserSession) == 0
+
+
+def test_removing_a_user_ends_their_sessions(
+    app: Flask, core: Core, client: FlaskClient, admin: tuple[str, str]
+) -> None:
+    cookie = cookie_of(client)
+    users.remove_user(core, admin[0])
+    assert signed_out(app, cookie)
+    assert count(core, UserSession) == 0
+
+
+def test_a_cookie_of_a_user_that_no_longer_exists_signs_nobody_in(
+    app: Flask, core: Core, client: FlaskClient
+) -> None:
+    cookie = cookie_of(client)
+    with core.transaction() as session:
+        session.execute(delete(User))
+    assert signed_out(app, cookie)
+
+
+def test_a_new_password_ends_every_session_of_that_user(
+    app: Flask, core: Core, client: FlaskClient, admin: tuple[str, str]
+) -> None:
+    users.add_user(core, "other", "another long password")
+    other = app.test_client()
+    other.post(
+        "/login",
+        data={
+            "name": "other",
+            "password": "another long password",
+            "csrf_token": csrf_token(other),
+        },
+    )
+    cookie, other_cookie = cookie_of(client), cookie_of(other)
+    assert not signed_out(app, other_cookie)
+    users.set_password(core, admin[0], "a brand new password")
+    assert signed_out(app, cookie)
+    assert not signed_out(app, other_cookie)
+    assert not users.check_login(core, *admin)
+    assert users.check_login(core, admin[0], "a brand new password")
+
+
+def test_a_session_ends_after_its_lifetime(app: Flask, core: Core, client: FlaskClient) -> None:
+    with core.reading() as session:
+        row = session.execute(select(UserSession)).scalar_one()
+    assert row.expires_at - row.created_at == timedelta(hours=12)
+    assert not signed_out(app, cookie_of(client))
+    with core.transaction() as session:
+        session.execute(update(UserSession).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert signed_out(app, cookie_of(client))
+
+
+def test_the_session_lifetime_is_configured(core: Core, admin: tuple[str, str]) -> None:
+    from batch.web import create_app
+
+    app = create_app(replace(core.settings, session_hours=1))
+    client = app.test_client()
+    name, password = admin
+    client.post(
+        "/login", data={"name": name, "password": password, "csrf_token": csrf_token(client)}
+    )
+    close_celery(app.extensions["batch_celery"])
+    with core.reading() as session:
+        row = session.execute(select(UserSession)).scalar_one()
+    assert row.expires_at - row.created_at == timedelta(hours=1)
+
+
+def test_the_cookie_carries_only_a_session_id_stored_hashed(
+    app: Flask, core: Core, client: FlaskClient
+) -> None:
+    serializer = app.session_interface.get_signing_serializer(app)
+    assert serializer is not None
+    content = serializer.loads(cookie_of(client))
+    assert "session_id" in content and set(content) <= {"session_id", "csrf_token"}
+    with core.reading() as session:
+        stored = session.scalars(select(UserSession.id_hash)).all()
+    assert stored == [hashlib.sha256(content["session_id"].encode()).hexdigest()]
+    # A cookie signed with the key but naming a made-up session, or a user, signs nobody in.
+    assert signed_out(app, serializer.dumps({"session_id": "made-up"}))
+    assert signed_out(app, serializer.dumps({"user": "admin"}))
+
+
+def test_the_session_lifetime_is_read_and_checked() -> None:
+    assert Settings.from_env({}, services_file=None).session_hours == 12
+    assert Settings.from_env({"BATCH_SESSION_HOURS": "2"}, services_file=None).session_hours == 2
+    with pytest.raises(ValueError, match="BATCH_SESSION_HOURS must be at least 1"):
+        Settings.from_env({"BATCH_SESSION_HOURS": "0"}, services_file=None)
