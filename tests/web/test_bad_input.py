@@ -1,0 +1,171 @@
+"""Bad input to the API and the admin pages is a 4xx that changes nothing, never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from celery import Celery
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from batch import schedules
+from batch.core import Core
+from batch.models import AuditEntry, Run, Schedule
+from tests.test_queries import SALES, add_run
+from tests.web.test_api import HOURLY, count
+from tests.web.test_schedules_pages import create, field_errors
+
+TOO_LONG = "...: a name has at most 64 characters"
+ZONES = [
+    ("America", "unknown timezone 'America'"),
+    ("Europe", "unknown timezone 'Europe'"),
+    ("Etc", "unknown timezone 'Etc'"),
+    ("x" * 256, f"unknown timezone '{'x' * 32}'{TOO_LONG}"),
+]
+UNTIL_RANGE = "Input should be between 0001-01-02T01:00:00+00:00 and 9999-12-30T00:00:00+00:00"
+TOO_DEEP = {"error": "the request body is not valid JSON: it is nested deeper than 32 levels"}
+
+
+@pytest.fixture(autouse=True)
+def _no_redbeat_entries(core: Core) -> None:
+    for key in core.redis.scan_iter(match="batch:redbeat:*"):
+        core.redis.delete(key)
+
+
+def state(core: Core) -> dict[str, Any]:
+    """What a refused request must leave as it was: runs, schedules, audit and RedBeat."""
+    with core.reading() as session:
+        stored = [schedules.schedule_as_dict(row) for row in schedules.list_schedules(session)]
+        run_ids = session.scalars(select(Run.id).order_by(Run.id)).all()
+    redbeat = {key: core.redis.dump(key) for key in core.redis.scan_iter(match="batch:redbeat:*")}
+    return {
+        "schedules": stored,
+        "runs": run_ids,
+        "audit": count(core, AuditEntry),
+        "redbeat": redbeat,
+    }
+
+
+def nested(depth: int, inner: str = "1") -> str:
+    """JSON arrays ``depth`` deep around ``inner``."""
+    return "[" * depth + inner + "]" * depth
+
+
+# --- Timezones -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("zone", "message"), ZONES)
+def test_an_unknown_timezone_is_a_400_from_the_api_and_changes_nothing(
+    api: FlaskClient, core: Core, celery_app: Celery, zone: str, message: str
+) -> None:
+    assert api.post("/api/schedules", json=HOURLY).status_code == 201
+    before = state(core)
+    expected = {"error": f"invalid schedule: timezone: {message}", "errors": {"timezone": message}}
+    created = api.post("/api/schedules", json={**HOURLY, "name": "other", "timezone": zone})
+    assert (created.status_code, created.json) == (400, expected)
+    replaced = api.put("/api/schedules/hourly", json={**HOURLY, "timezone": zone})
+    assert (replaced.status_code, replaced.json) == (400, expected)
+    assert state(core) == before
+
+
+@pytest.mark.parametrize(("zone", "message"), ZONES)
+def test_an_unknown_timezone_is_a_form_error(
+    client: FlaskClient, core: Core, zone: str, message: str
+) -> None:
+    response = create(client, timezone=zone)
+    assert response.status_code == 400
+    assert field_errors(response.get_data(as_text=True)) == {"timezone": message}
+    assert (count(core, Schedule), count(core, AuditEntry)) == (0, 0)
+
+
+def test_the_preview_answers_each_zone_as_it_is_typed(client: FlaskClient) -> None:
+    for typed in ("E", "Eu", "Europe", "Europe/", "Europe/B", "Europe/Berli", "x" * 300):
+        response = client.get(f"/schedules/preview?cron=5+*+*+*+*&timezone={typed}")
+        message = f"unknown timezone {typed!r}" if len(typed) < 64 else ZONES[-1][1]
+        assert (response.status_code, response.json) == (
+            400,
+            {"errors": {"timezone": message}},
+        ), typed
+    response = client.get("/schedules/preview?cron=5+*+*+*+*&timezone=Europe/Berlin")
+    assert response.status_code == 200 and len(response.json["times"]) == 5
+
+
+# --- Params that could never run -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job", "params", "field", "message"),
+    [
+        (SALES, {"until": "0001-01-01T00:30:00Z"}, "until", UNTIL_RANGE),
+        (
+            SALES,
+            {"since": "9999-12-31T23:00:00Z"},
+            "since",
+            "Input should be between 0001-01-02T00:00:00+00:00 and 9999-12-29T23:00:00+00:00",
+        ),
+        (
+            "cleanups.purge_runs",
+            {"older_than_days": 1_000_000},
+            "older_than_days",
+            "Input should be less than or equal to 36500",
+        ),
+    ],
+)
+def test_params_that_could_never_run_are_a_400_naming_the_field(
+    api: FlaskClient,
+    core: Core,
+    celery_app: Celery,
+    job: str,
+    params: dict[str, Any],
+    field: str,
+    message: str,
+) -> None:
+    before = state(core)
+    response = api.post(f"/api/jobs/{job}/runs", json={"params": params})
+    assert (response.status_code, response.json) == (
+        400,
+        {
+            "error": f"invalid params for {job}: {field}: {message}",
+            "errors": {f"params.{field}": message},
+        },
+    )
+    schedule = {**HOURLY, "job": job, "params": params}
+    response = api.post("/api/schedules", json=schedule)
+    assert (response.status_code, response.json["errors"]) == (
+        400,
+        {f"params.{field}": message},
+    )
+    assert state(core) == before
+
+
+# --- The runs list cursor ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        "0001-01-01T00:00:00%2B01:00~x",
+        "0001-01-01T00:00:00.5%2B00:00:01~x",
+        "9999-12-31T23:59:59-01:00~x",
+        "9999-12-31T23:00:00-23:59~x",
+        "2026-03-01T12:00:00%2B00:00~r%001",
+    ],
+)
+def test_a_cursor_outside_utc_dates_is_a_400_on_the_runs_list(
+    client: FlaskClient, core: Core, before: str
+) -> None:
+    add_run(core, "r1")
+    for query in (f"?before={before}", f"?before={before}&job={SALES}&status=failed"):
+        response = client.get(f"/runs/{query}")
+        assert response.status_code == 400, query
+        assert "bad cursor" in response.get_data(as_text=True), query
+
+
+def test_a_cursor_at_the_ends_of_time_lists_from_there(client: FlaskClient, core: Core) -> None:
+    add_run(core, "r1")
+    last = client.get("/runs/?before=9999-12-31T23:59:59.999999%2B00:00~x")
+    first = client.get("/runs/?before=0001-01-01T00:00:00Z~x")
+    assert (last.status_code, first.status_code) == (200, 200)
+    assert 'data-run-id="r1"' in last.get_data(as_text=True)
+    assert 'data-run-id="r1"' not in first.get_data(as_text=True)
