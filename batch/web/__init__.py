@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +18,9 @@ from batch.settings import Settings
 
 MIN_SECRET_KEY_LENGTH = 16
 MAX_REQUEST_BYTES = 1024 * 1024
+#: Arrays and objects inside one another, the outermost counted: far more than any params
+#: need, far fewer than overflow the stack of whatever handles the value next.
+MAX_JSON_DEPTH = 32
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -49,6 +54,48 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.add_url_rule("/healthz", "healthz", healthz)
     app.jinja_env.globals["has_endpoint"] = lambda endpoint: endpoint in app.view_functions
     return app
+
+
+def load_json(raw: str | bytes) -> Any:
+    """Parse JSON from a request; ValueError (with a message for people) if it is not usable.
+
+    Besides malformed JSON this refuses ``NaN`` and ``Infinity``, numbers too large for a
+    float (``1e400``), and nesting deeper than MAX_JSON_DEPTH: none of them can be stored
+    as JSON in every database, and a deep value overflows the stack of code that recurses.
+    """
+    too_deep = f"it is nested deeper than {MAX_JSON_DEPTH} levels"
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(too_deep) from None
+    if _depth_exceeds(value, MAX_JSON_DEPTH):
+        raise ValueError(too_deep)
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return number
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    # A loop, not recursion: the value may be as deep as the parser allowed.
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1) for child in item)
+    return False
 
 
 def current_core() -> Core:

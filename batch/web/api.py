@@ -6,7 +6,6 @@ reads the JSON body, calls them and turns their errors into JSON 4xx responses.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
@@ -24,7 +23,7 @@ from batch.exceptions import (
     UserError,
 )
 from batch.models import Schedule
-from batch.web import current_celery, current_core
+from batch.web import current_celery, current_core, load_json
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -126,8 +125,8 @@ def _json_body(*, allowed: set[str] | None = None, required: bool = True) -> dic
             raise BadBody("the request body must be a JSON object")
         return {}
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        body = load_json(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and load_json's limits
         raise BadBody(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadBody("the request body must be a JSON object")
@@ -135,10 +134,6 @@ def _json_body(*, allowed: set[str] | None = None, required: bool = True) -> dic
     if unknown:
         raise BadBody(f"unknown field(s) in the request body: {', '.join(unknown)}")
     return body
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _error(status: int, message: str, errors: dict[str, str] | None = None) -> Response:

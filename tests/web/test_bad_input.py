@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from batch import schedules
 from batch.core import Core
 from batch.models import AuditEntry, Run, Schedule
-from tests.test_queries import SALES, add_run
+from tests.test_queries import SALES, SUMS, add_run
 from tests.web.test_api import HOURLY, count
 from tests.web.test_schedules_pages import create, field_errors
 
@@ -137,6 +138,71 @@ def test_params_that_could_never_run_are_a_400_naming_the_field(
         {f"params.{field}": message},
     )
     assert state(core) == before
+
+
+# --- JSON bodies ---------------------------------------------------------------------------------
+
+JSON_ENDPOINTS = [
+    ("POST", f"/api/jobs/{SUMS}/runs"),
+    ("POST", "/api/schedules"),
+    ("PUT", "/api/schedules/hourly"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), JSON_ENDPOINTS)
+@pytest.mark.parametrize(
+    "body",
+    [
+        nested(1000),  # the parser itself overflowed: RecursionError
+        nested(100_000),
+        '{"params": ' + nested(1000) + "}",
+        '{"params": {"n": ' + nested(31) + "}}",  # 33 levels
+        '{"params": {"n": ' + '{"a": ' * 5000 + "1" + "}" * 5000 + "}}",
+    ],
+    ids=["1000-deep", "100000-deep", "1000-deep-params", "33-deep", "5000-deep-objects"],
+)
+def test_a_json_body_nested_too_deep_is_a_400(
+    api: FlaskClient, core: Core, celery_app: Celery, method: str, path: str, body: str
+) -> None:
+    assert api.post("/api/schedules", json=HOURLY).status_code == 201
+    before = state(core)
+    response = api.open(path, method=method, data=body, content_type="application/json")
+    assert (response.status_code, response.json) == (400, TOO_DEEP)
+    assert state(core) == before
+
+
+def test_a_json_body_32_deep_is_read(api: FlaskClient, core: Core) -> None:
+    body = '{"params": {"n": ' + nested(30) + "}}"
+    response = api.post(f"/api/jobs/{SUMS}/runs", data=body, content_type="application/json")
+    assert (response.status_code, response.json["errors"]) == (
+        400,
+        {"params.n": "Input should be a valid integer"},
+    )
+    assert count(core, Run) == 0
+
+
+@pytest.mark.parametrize(("method", "path"), JSON_ENDPOINTS)
+@pytest.mark.parametrize(
+    ("number", "message"),
+    [
+        ("1e400", "the number 1e400 is too large"),
+        ("-1E+999", "the number -1E+999 is too large"),
+        ("NaN", "NaN is not JSON"),
+        ("-Infinity", "-Infinity is not JSON"),
+    ],
+)
+def test_a_number_json_cannot_store_is_a_400(
+    api: FlaskClient, core: Core, method: str, path: str, number: str, message: str
+) -> None:
+    body = json.dumps({**HOURLY, "params": {"n": "X"}}).replace('"X"', number)
+    if path.startswith("/api/jobs/"):
+        body = '{"params": {"n": ' + number + "}}"
+    response = api.open(path, method=method, data=body, content_type="application/json")
+    assert (response.status_code, response.json) == (
+        400,
+        {"error": f"the request body is not valid JSON: {message}"},
+    )
+    assert (count(core, Run), count(core, Schedule)) == (0, 0)
 
 
 # --- The runs list cursor ------------------------------------------------------------------------
