@@ -7,10 +7,21 @@ import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Update, delete, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Update,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -26,6 +37,18 @@ TOKEN_BYTES = 32
 TOUCH_INTERVAL = timedelta(minutes=1)
 # Checked against when the user is unknown, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user or an API token as listed: its name and times, never a secret."""
+
+    name: str
+    created_at: datetime
+    #: A token's last use, or the last request of a user's live sessions (within a minute).
+    last_used_at: datetime | None
+    #: A user's live sessions (0 for a token).
+    sessions: int = 0
 
 
 def _check_name(name: str) -> None:
@@ -72,6 +95,24 @@ def remove_user(core: Core, name: str) -> None:
         session.execute(delete(UserSession).where(UserSession.user_name == name))
         if session.execute(delete(User).where(User.name == name)).rowcount != 1:
             raise NotFound(f"no user {name!r}")
+
+
+def list_users(core: Core) -> list[Account]:
+    """Every user by name, with their live sessions."""
+    live = (UserSession.user_name == User.name) & (UserSession.expires_at > utcnow())
+    query = (
+        select(
+            User.name,
+            User.created_at,
+            func.max(UserSession.last_seen_at),
+            func.count(UserSession.id_hash),
+        )
+        .outerjoin(UserSession, live)
+        .group_by(User.name, User.created_at)
+        .order_by(User.name)
+    )
+    with core.reading() as session:
+        return [Account(*row) for row in session.execute(query)]
 
 
 def start_session(core: Core, name: str) -> str:
@@ -141,6 +182,22 @@ def add_token(core: Core, name: str) -> str:
             raise Conflict(f"token {name!r} already exists")
         session.add(ApiToken(name=name, token_hash=_token_hash(token)))
     return token
+
+
+def list_tokens(core: Core) -> list[Account]:
+    """Every API token by name (never the token, nor its hash)."""
+    query = select(ApiToken.name, ApiToken.created_at, ApiToken.last_used_at).order_by(
+        ApiToken.name
+    )
+    with core.reading() as session:
+        return [Account(*row) for row in session.execute(query)]
+
+
+def remove_token(core: Core, name: str) -> None:
+    """Delete API token ``name``: requests with it fail from now on; NotFound if there is none."""
+    with core.transaction() as session:
+        if session.execute(delete(ApiToken).where(ApiToken.name == name)).rowcount != 1:
+            raise NotFound(f"no token {name!r}")
 
 
 def token_owner(core: Core, token: str) -> str | None:

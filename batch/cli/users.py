@@ -1,4 +1,4 @@
-"""``batch users add`` and ``batch tokens add``."""
+"""``batch users add|list|password|remove`` and ``batch tokens add|list|remove``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,32 @@ def users_add(ctx: Context, name: str, password: str) -> None:
     click.echo(f"added user {name}")
 
 
+@users_group.command("list")
+@pass_context
+def users_list(ctx: Context) -> None:
+    """Every user: created, last seen, live sessions."""
+    _echo_accounts(users.list_users(ctx.core), "LAST SEEN", sessions=True)
+
+
+@users_group.command("password")
+@click.argument("name")
+@click.password_option(help="Prompted (twice) when not given.")
+@pass_context
+def users_password(ctx: Context, name: str, password: str) -> None:
+    """Give user NAME a new password; every session they have ends."""
+    users.set_password(ctx.core, name, password)
+    click.echo(f"changed the password of {name}; their sessions ended")
+
+
+@users_group.command("remove")
+@click.argument("name")
+@pass_context
+def users_remove(ctx: Context, name: str) -> None:
+    """Delete user NAME; every session they have ends."""
+    users.remove_user(ctx.core, name)
+    click.echo(f"removed user {name}; their sessions ended")
+
+
 @click.group("tokens")
 def tokens_group() -> None:
     """API bearer tokens."""
@@ -35,6 +61,37 @@ def tokens_add(ctx: Context, name: str) -> None:
     """Create API token NAME and print it once (only its hash is stored)."""
     token = users.add_token(ctx.core, name)
     click.echo(token)
+
+
+@tokens_group.command("list")
+@pass_context
+def tokens_list(ctx: Context) -> None:
+    """Every API token: created, last used (never the token)."""
+    _echo_accounts(users.list_tokens(ctx.core), "LAST USED", sessions=False)
+
+
+@tokens_group.command("remove")
+@click.argument("name")
+@pass_context
+def tokens_remove(ctx: Context, name: str) -> None:
+    """Delete API token NAME: requests that send it are refused from now on."""
+    users.remove_token(ctx.core, name)
+    click.echo(f"removed token {name}")
+
+
+def _echo_accounts(accounts: list[users.Account], last: str, *, sessions: bool) -> None:
+    # Times are UTC, as everywhere in batch.
+    if not accounts:
+        return
+    width = max(len("NAME"), *(len(account.name) for account in accounts))
+    rows = [("NAME", "CREATED", last, "SESSIONS")]
+    for account in accounts:
+        used = f"{account.last_used_at:%Y-%m-%d %H:%M:%S}" if account.last_used_at else "-"
+        created = f"{account.created_at:%Y-%m-%d %H:%M:%S}"
+        rows.append((account.name, created, used, str(account.sessions)))
+    for name, created, used, count in rows:
+        line = f"{name:<{width}}  {created:<19}  {used:<19}  {count if sessions else ''}"
+        click.echo(line.rstrip())
 
 
 COMMANDS = [users_group, tokens_group]
