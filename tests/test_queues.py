@@ -17,6 +17,7 @@ from batch.constants import DEFAULT_QUEUES
 from batch.core import Core
 from batch.exceptions import InvalidSchedule
 from batch.jobs import JobRegistry
+from batch.lab import wait_until
 from batch.models import AuditEntry, RunChunk, Schedule
 from batch.processes import start_worker, stop_process
 from batch.schedules import validate_schedule
@@ -259,8 +260,12 @@ def test_runs_are_routed_to_their_configured_queue_and_sized_by_its_capacity(
     assert default.result == {"sum": sum_of_cubes(n)}
 
     # Every message of both runs went to the node consuming their queues, none to `heavy`.
-    all_log = team_workers["all-queues"].read_text()
-    # A chunk's task is logged by its shadow name, "run <id> chunk <i>".
-    assert len(re.findall(r"Task run \S+ chunk \d+\[[^\]]+\] succeeded", all_log)) == 30
+    # A chunk's task is logged by its shadow name, "run <id> chunk <i>"; the last chunk of a
+    # run stores the result before Celery logs its task's success.
+    chunk_done = r"Task run \S+ chunk \d+\[[^\]]+\] succeeded"
+    log = team_workers["all-queues"]
+    wait_until(lambda: len(re.findall(chunk_done, log.read_text())) >= 30, timeout=10)
+    all_log = log.read_text()
+    assert len(re.findall(chunk_done, all_log)) == 30
     assert len(re.findall(r"Task batch\.start_run\[[^\]]+\] succeeded", all_log)) == 2
     assert not re.search(r"Task (batch\.|run )", team_workers["heavy-only"].read_text())
