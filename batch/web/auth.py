@@ -1,4 +1,4 @@
-"""Sign-in for the admin (session cookie) and bearer tokens for the API."""
+"""Sign-in for the admin (session cookie), bearer tokens for the API, and the page of both."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     abort,
+    flash,
     g,
     jsonify,
     redirect,
@@ -20,6 +21,7 @@ from flask import (
 
 from batch import users
 from batch.constants import LOGIN_ATTEMPTS_KEY_PREFIX
+from batch.exceptions import NotFound
 from batch.web import current_core
 
 blueprint = Blueprint("auth", __name__)
@@ -111,3 +113,34 @@ def logout() -> Any:
     users.end_session(current_core(), session[SESSION_KEY])
     session.clear()
     return redirect(url_for("auth.login"))
+
+
+@blueprint.get("/access/")
+def access() -> Any:
+    """Users and API tokens, each with a remove button (no secret is ever shown)."""
+    core = current_core()
+    return render_template(
+        "access.html", users=users.list_users(core), tokens=users.list_tokens(core)
+    )
+
+
+@blueprint.post("/access/users/<name>/remove")
+def remove_user(name: str) -> Any:
+    """Delete a user: every session they have ends (one's own too)."""
+    try:
+        users.remove_user(current_core(), name)
+    except NotFound:
+        abort(404)
+    flash(f"User {name} removed; their sessions ended.")
+    return redirect(url_for(".access"))
+
+
+@blueprint.post("/access/tokens/<name>/remove")
+def remove_token(name: str) -> Any:
+    """Delete an API token: requests that send it are refused from now on."""
+    try:
+        users.remove_token(current_core(), name)
+    except NotFound:
+        abort(404)
+    flash(f"Token {name} removed.")
+    return redirect(url_for(".access"))

@@ -247,3 +247,60 @@ def test_the_session_lifetime_is_read_and_checked() -> None:
     assert Settings.from_env({"BATCH_SESSION_HOURS": "2"}, services_file=None).session_hours == 2
     with pytest.raises(ValueError, match="BATCH_SESSION_HOURS must be at least 1"):
         Settings.from_env({"BATCH_SESSION_HOURS": "0"}, services_file=None)
+
+
+# --- Users and tokens in the admin ---------------------------------------------------------------
+
+
+def test_the_access_page_lists_users_and_tokens_and_no_secret(
+    app: Flask, core: Core, client: FlaskClient, api_token: str
+) -> None:
+    assert app.test_client().get("/access/").status_code == 302
+    page = client.get("/access/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'id="user-admin"' in html and 'id="token-tests"' in html
+    with core.reading() as session:
+        secrets = [session.get_one(ApiToken, "tests").token_hash]
+        secrets += [session.get_one(User, "admin").password_hash]
+        secrets += session.scalars(select(UserSession.id_hash)).all()
+    assert api_token not in html and not any(secret in html for secret in secrets)
+
+
+def test_removing_a_token_in_the_admin_needs_csrf(
+    core: Core, client: FlaskClient, api_token: str
+) -> None:
+    assert client.post("/access/tokens/tests/remove").status_code == 400
+    assert users.token_owner(core, api_token) == "tests"
+    token = csrf_token(client, "/access/")
+    assert client.post("/access/tokens/ghost/remove", data={"csrf_token": token}).status_code == 404
+    response = client.post("/access/tokens/tests/remove", data={"csrf_token": token})
+    assert (response.status_code, response.headers["Location"]) == (302, "/access/")
+    assert users.token_owner(core, api_token) is None
+    assert "Token tests removed" in client.get("/access/").get_data(as_text=True)
+
+
+def test_removing_a_user_in_the_admin_signs_them_out(
+    app: Flask, core: Core, client: FlaskClient
+) -> None:
+    users.add_user(core, "bob", "bob's long password")
+    bob = app.test_client()
+    bob.post(
+        "/login",
+        data={"name": "bob", "password": "bob's long password", "csrf_token": csrf_token(bob)},
+    )
+    cookie = cookie_of(bob)
+    assert not signed_out(app, cookie)
+    token = csrf_token(client, "/access/")
+    assert client.post("/access/users/bob/remove").status_code == 400
+    assert client.post("/access/users/ghost/remove", data={"csrf_token": token}).status_code == 404
+    assert not signed_out(app, cookie)
+    response = client.post("/access/users/bob/remove", data={"csrf_token": token})
+    assert (response.status_code, response.headers["Location"]) == (302, "/access/")
+    assert signed_out(app, cookie)
+    assert [account.name for account in users.list_users(core)] == ["admin"]
+    # Removing oneself signs oneself out.
+    response = client.post("/access/users/admin/remove", data={"csrf_token": token})
+    assert response.status_code == 302
+    assert client.get("/access/").status_code == 302
+    assert count(core, User) == count(core, UserSession) == 0
