@@ -115,6 +115,8 @@ class Settings:
     login_attempts_per_minute: int = 10
     web_port: int = 5000
     session_hours: int = 12
+    login_attempts_per_account_per_minute: int = 10
+    proxy_count: int = 0
 
     def __post_init__(self) -> None:
         check_queue_names(self.queues)
@@ -123,6 +125,8 @@ class Settings:
             raise ValueError("BATCH_BEAT_LOCK_TIMEOUT_SECONDS must be at least 3")
         if self.session_hours < 1:
             raise ValueError("BATCH_SESSION_HOURS must be at least 1")
+        if self.proxy_count < 0:
+            raise ValueError("BATCH_PROXY_COUNT must be 0 or more")
 
     @property
     def effective_broker_url(self) -> str:
@@ -193,4 +197,10 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "login_attempts_per_minute": ("BATCH_LOGIN_ATTEMPTS_PER_MINUTE", int, str),
     "web_port": ("PORT", int, str),
     "session_hours": ("BATCH_SESSION_HOURS", int, str),
+    "login_attempts_per_account_per_minute": (
+        "BATCH_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE",
+        int,
+        str,
+    ),
+    "proxy_count": ("BATCH_PROXY_COUNT", int, str),
 }

@@ -11,6 +11,7 @@ from celery import Celery
 from flask import Flask, current_app, jsonify
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import text
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from batch.celery_app import create_celery
 from batch.core import Core
@@ -40,6 +41,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
     )
+    if settings.proxy_count:
+        # Only the hops we run are believed: the client address and scheme they saw.
+        app.wsgi_app = ProxyFix(
+            app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count
+        )
     core = Core(settings)
     app.extensions["batch_core"] = core
     app.extensions["batch_celery"] = create_celery(settings, core)

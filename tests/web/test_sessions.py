@@ -304,3 +304,57 @@ def test_removing_a_user_in_the_admin_signs_them_out(
     assert response.status_code == 302
     assert client.get("/access/").status_code == 302
     assert count(core, User) == count(core, UserSession) == 0
+
+
+# --- Sign-in limits: per address (behind a known number of proxies) and per account -------------
+
+
+def attempt(
+    client: FlaskClient, name: str, password: str = "wrong", *, forwarded: str | None = None
+) -> int:
+    data = {"name": name, "password": password, "csrf_token": csrf_token(client)}
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    return client.post("/login", data=data, headers=headers).status_code
+
+
+def test_sign_in_is_limited_per_account_from_any_address(
+    app: Flask, core: Core, admin: tuple[str, str]
+) -> None:
+    clients = [app.test_client() for _ in range(12)]
+    for number, client in enumerate(clients):
+        client.environ_base["REMOTE_ADDR"] = f"198.51.100.{number}"
+    codes = [attempt(client, "admin") for client in clients[:11]]
+    assert codes == [401] * 10 + [429]
+    assert attempt(clients[11], *admin) == 429  # the right password waits out the minute too
+    assert attempt(clients[11], "someone-else") == 401
+    assert users.check_login(core, *admin)
+
+
+def test_behind_no_proxy_a_forwarded_address_is_not_believed(app: Flask) -> None:
+    client = app.test_client()
+    codes = [attempt(client, f"user{n}", forwarded=f"203.0.113.{n}") for n in range(11)]
+    assert codes == [401] * 10 + [429]
+
+
+def test_behind_a_proxy_each_client_address_has_its_own_limit(core: Core) -> None:
+    from batch.web import create_app
+
+    app = create_app(replace(core.settings, proxy_count=1))
+    core.redis.delete(*core.redis.keys("batch:login-attempts:*") or ["-"])
+    try:
+        client = app.test_client()
+        # The proxy appends the address it saw; whatever the client sent before it is not trusted.
+        first = "10.9.9.9, 203.0.113.1"
+        codes = [attempt(client, f"user{n}", forwarded=first) for n in range(11)]
+        assert codes == [401] * 10 + [429]
+        assert attempt(client, "user11", forwarded="10.9.9.9, 203.0.113.2") == 401
+        assert core.redis.get("batch:login-attempts:203.0.113.1") == "11"
+    finally:
+        close_celery(app.extensions["batch_celery"])
+
+
+def test_the_proxy_count_is_read_and_checked() -> None:
+    assert Settings.from_env({}, services_file=None).proxy_count == 0
+    assert Settings.from_env({"BATCH_PROXY_COUNT": "2"}, services_file=None).proxy_count == 2
+    with pytest.raises(ValueError, match="BATCH_PROXY_COUNT must be 0 or more"):
+        Settings.from_env({"BATCH_PROXY_COUNT": "-1"}, services_file=None)
