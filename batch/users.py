@@ -71,16 +71,36 @@ def add_user(core: Core, name: str, password: str) -> None:
         session.add(User(name=name, password_hash=generate_password_hash(password)))
 
 
+def _check_lookup(kind: str, name: str) -> None:
+    # A name no user or token can have is not looked up: on PostgreSQL a NUL byte in it
+    # would be an error, not a miss.
+    if not NAME_RE.fullmatch(name):
+        raise NotFound(f"no {kind} {name!r}")
+
+
 def check_login(core: Core, name: str, password: str) -> bool:
     """Whether ``password`` is the password of user ``name``."""
-    with core.reading() as session:
-        user = session.get(User, name)
+    user = None
+    if NAME_RE.fullmatch(name):
+        with core.reading() as session:
+            user = session.get(User, name)
     return check_password_hash(user.password_hash if user else _DUMMY_HASH, password) and bool(user)
+
+
+def sign_in(core: Core, name: str, password: str) -> str | None:
+    """A new session id for user ``name`` if ``password`` is theirs, else None."""
+    if not check_login(core, name, password):
+        return None
+    try:
+        return start_session(core, name)
+    except NotFound:  # removed since its password was checked
+        return None
 
 
 def set_password(core: Core, name: str, password: str) -> None:
     """Give user ``name`` a new password and end every session they have."""
     _check_password(password)
+    _check_lookup("user", name)
     with core.transaction() as session:
         user = session.get(User, name)
         if user is None:
@@ -91,6 +111,7 @@ def set_password(core: Core, name: str, password: str) -> None:
 
 def remove_user(core: Core, name: str) -> None:
     """Delete user ``name`` and end every session they have; NotFound if there is none."""
+    _check_lookup("user", name)
     with core.transaction() as session:
         session.execute(delete(UserSession).where(UserSession.user_name == name))
         if session.execute(delete(User).where(User.name == name)).rowcount != 1:
@@ -119,6 +140,7 @@ def start_session(core: Core, name: str) -> str:
     """Open a session for user ``name``; returns its id, for the signed cookie only."""
     session_id = secrets.token_urlsafe(TOKEN_BYTES)
     now = utcnow()
+    _check_lookup("user", name)
     with core.transaction() as session:
         if session.get(User, name) is None:
             raise NotFound(f"no user {name!r}")
@@ -195,6 +217,7 @@ def list_tokens(core: Core) -> list[Account]:
 
 def remove_token(core: Core, name: str) -> None:
     """Delete API token ``name``: requests with it fail from now on; NotFound if there is none."""
+    _check_lookup("token", name)
     with core.transaction() as session:
         if session.execute(delete(ApiToken).where(ApiToken.name == name)).rowcount != 1:
             raise NotFound(f"no token {name!r}")

@@ -111,9 +111,10 @@ def login() -> Any:
         name = request.form.get("name", "")
         if _too_many_attempts(name):
             abort(429, "too many sign-in attempts: wait a minute")
-        if users.check_login(current_core(), name, request.form.get("password", "")):
+        session_id = users.sign_in(current_core(), name, request.form.get("password", ""))
+        if session_id is not None:
             session.clear()
-            session[SESSION_KEY] = users.start_session(current_core(), name)
+            session[SESSION_KEY] = session_id
             return redirect(_safe_next(request.args.get("next")))
         error = "wrong name or password"
     return render_template("login.html", error=error), 401 if error else 200

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
+from urllib.parse import quote
 
 import pytest
 from flask import Flask
@@ -358,3 +359,15 @@ def test_the_proxy_count_is_read_and_checked() -> None:
     assert Settings.from_env({"BATCH_PROXY_COUNT": "2"}, services_file=None).proxy_count == 2
     with pytest.raises(ValueError, match="BATCH_PROXY_COUNT must be 0 or more"):
         Settings.from_env({"BATCH_PROXY_COUNT": "-1"}, services_file=None)
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "x" * 300, "admin\n", "\u00e9\u2028"])
+def test_a_name_that_cannot_exist_is_refused_without_a_server_error(
+    core: Core, client: FlaskClient, api_token: str, name: str
+) -> None:
+    assert attempt(client.application.test_client(), name) == 401
+    token = csrf_token(client, "/access/")
+    for kind in ("users", "tokens"):
+        response = client.post(f"/access/{kind}/{quote(name)}/remove", data={"csrf_token": token})
+        assert response.status_code == 404
+    assert count(core, User) == count(core, ApiToken) == count(core, UserSession) == 1
