@@ -51,10 +51,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["batch_celery"] = create_celery(settings, core)
 
     from batch.web import api, auth, overview, results, runs, schedules
+    from batch.web.headers import add_security_headers
 
     csrf = CSRFProtect(app)
     csrf.exempt(api.blueprint)  # token-authenticated, never cookie-authenticated
     app.before_request(auth.authenticate)
+    app.after_request(add_security_headers)
     for module in (auth, overview, schedules, runs, results, api):
         app.register_blueprint(module.blueprint)
     app.add_url_rule("/healthz", "healthz", healthz)
