@@ -57,8 +57,9 @@ DEFAULT_PAGE = 25
 MAX_PAGE = 200
 MAX_PROGRESS_IDS = 200
 CURSOR_SEP = "~"
-#: A run id in a cursor: printable ASCII, as ids are (no NUL, which PostgreSQL refuses).
-CURSOR_RUN_ID = re.compile(r"[!-~]{1,36}")
+#: Text that may be a run id (in a cursor, in a list of ids): printable ASCII, as ids are,
+#: and nothing PostgreSQL refuses to compare (NUL).
+RUN_ID_TEXT = re.compile(r"[!-~]{1,36}")
 # kombu's Redis transport keeps a message sent with a priority in a list of its own,
 # named after the queue: "<queue>\x06\x16<step>" (step 0 is the queue name itself).
 KOMBU_PRIORITY_SEP = "\x06\x16"
@@ -99,7 +100,7 @@ class Cursor:
             created_at = created_at.astimezone(UTC)
         except (ValueError, OverflowError):
             created_at = None
-        if not sep or created_at is None or not CURSOR_RUN_ID.fullmatch(run_id):
+        if not sep or created_at is None or not RUN_ID_TEXT.fullmatch(run_id):
             raise UserError(f"bad cursor {text!r}: expected <ISO timestamp>{CURSOR_SEP}<run id>")
         return cls(created_at, run_id)
 

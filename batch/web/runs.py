@@ -81,8 +81,9 @@ def index() -> str:
 def progress() -> Any:
     """Status and chunks done/total of the runs in ``?ids=a,b,c`` (for the page poller)."""
     ids = [part for part in request.args.get("ids", "").split(",") if part]
-    if any(len(run_id) > MAX_ID_LENGTH for run_id in ids):
-        return jsonify(error=f"bad run id: at most {MAX_ID_LENGTH} characters"), 400
+    if not all(queries.RUN_ID_TEXT.fullmatch(run_id) for run_id in ids):
+        message = f"bad run id: at most {MAX_ID_LENGTH} printable ASCII characters"
+        return jsonify(error=message), 400
     try:
         with current_core().reading() as session:
             found = queries.run_progress(session, set(ids))

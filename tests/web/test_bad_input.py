@@ -235,3 +235,13 @@ def test_a_cursor_at_the_ends_of_time_lists_from_there(client: FlaskClient, core
     assert (last.status_code, first.status_code) == (200, 200)
     assert 'data-run-id="r1"' in last.get_data(as_text=True)
     assert 'data-run-id="r1"' not in first.get_data(as_text=True)
+
+
+def test_progress_of_an_id_with_a_nul_or_a_space_is_a_400(client: FlaskClient, core: Core) -> None:
+    add_run(core, "r1", status="running")
+    error = {"error": "bad run id: at most 36 printable ASCII characters"}
+    for ids in ("r1,r%001", "r%201", "é", "r1," + "x" * 37):
+        response = client.get(f"/runs/progress.json?ids={ids}")
+        assert (response.status_code, response.json) == (400, error), ids
+    response = client.get("/runs/progress.json?ids=r1,,no-such-run")
+    assert response.json == {"runs": {"r1": {"status": "running", "done": 0, "total": None}}}
