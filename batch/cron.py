@@ -85,6 +85,11 @@ class CronSchedule(FireTimes):
         self.zone = parse_timezone(timezone)
         if len(self.cron.split()) != 5:
             raise InvalidSchedule({"cron": f"expected 5 fields, got {cron!r}"})
+        if any(part[:1] in "Rr" for field in self.cron.split() for part in field.split(",")):
+            # croniter draws an R field at random each time it reads the line: the beat
+            # would see new fire times on every tick.
+            message = "R (a random value) is not supported: give the value itself"
+            raise InvalidSchedule({"cron": f"bad cron line {cron!r}: {message}"})
         self._fixed_hours = not self.cron.split()[1].startswith("*")
         try:
             croniter(self.cron, datetime.now(self.zone)).get_next(datetime)

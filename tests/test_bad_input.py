@@ -69,6 +69,25 @@ def test_every_zone_of_the_tz_database_is_still_a_timezone() -> None:
         assert CronSchedule("5 * * * *", name).zone.key == name
 
 
+# --- Cron lines ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", ["R * * * *", "r 6 * * *", "R(0-29) * * * *", "5 R/2 * * *"])
+def test_a_cron_line_with_a_random_field_is_refused(line: str) -> None:
+    # croniter drew a new value each time the line was read: no two next fire times agreed.
+    message = "R (a random value) is not supported: give the value itself"
+    with pytest.raises(InvalidSchedule) as raised:
+        CronSchedule(line)
+    assert raised.value.errors == {"cron": f"bad cron line {line!r}: {message}"}
+
+
+def test_month_and_day_names_holding_an_r_are_still_names() -> None:
+    after = datetime(2026, 1, 1, tzinfo=UTC)
+    assert CronSchedule("0 6 * MAR,APR FRI").next_after(after) == datetime(
+        2026, 3, 6, 6, tzinfo=UTC
+    )
+
+
 # --- Sales windows -------------------------------------------------------------------------------
 
 
