@@ -294,6 +294,9 @@ def find_run(session: Session, run_id: str) -> Run:
 
     Raises NotFound when no run matches, and when a prefix matches several runs.
     """
+    if not RUN_ID_TEXT.fullmatch(run_id):
+        # No run has such an id (PostgreSQL would refuse a NUL in it outright).
+        raise NotFound(f"run {run_id!r} not found")
     run = session.get(Run, run_id)
     if run is not None:
         return run

@@ -269,3 +269,18 @@ def test_runs_list_with_a_limit_in_range(core: Core) -> None:
     add_run(core, "r2", minute=1)
     code, out, err = cli(core, "runs", "list", "--limit", "1")
     assert (code, err, [line.split()[0] for line in out.splitlines()]) == (0, "", ["r2"])
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["runs", "list", "--limit", "abc"],
+         "Invalid value for '--limit': 'abc' is not a valid integer."),
+        (["demo", "seed", "--orders", "-5"],
+         "Invalid value for '--orders': -5 is not in the range 0<=x<=100000000."),
+        (["dev", "--port", "70000"],
+         "Invalid value for '--port': 70000 is not in the range 1<=x<=65535."),
+    ],
+)  # fmt: skip
+def test_a_bad_option_value_is_one_error_line(core: Core, args: list[str], error: str) -> None:
+    assert cli(core, *args) == (2, "", f"error: {error}\n")

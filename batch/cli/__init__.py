@@ -67,6 +67,10 @@ class BatchGroup(click.Group):
             return super().invoke(ctx)
         except UserError as exc:
             fail(str(exc))
+        except click.BadParameter as exc:
+            # A value of the wrong type or out of range: one line, like every other bad input
+            # (a missing argument or an unknown option still gets click's usage text).
+            fail(exc.format_message())
         except sqlalchemy.exc.OperationalError as exc:
             hint = " (run: batch db upgrade)" if "no such table" in str(exc.orig) else ""
             click.echo(f"error: database: {exc.orig}{hint}", err=True)

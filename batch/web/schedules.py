@@ -27,7 +27,7 @@ from batch.db import utcnow
 from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
 from batch.jobs import Job
 from batch.models import AuditEntry, Run, Schedule
-from batch.web import current_celery, current_core
+from batch.web import current_celery, current_core, load_json
 
 blueprint = Blueprint("schedules", __name__, url_prefix="/schedules")
 
@@ -434,7 +434,7 @@ def _param_value(kind: str, raw: str) -> Any:
         return raw == "true"
     if kind in ("array", "object"):
         try:
-            return json.loads(raw)
+            return load_json(raw)  # bounded depth: deep JSON is the schema's error, not ours
         except ValueError:
             return raw
     return raw

@@ -245,3 +245,28 @@ def test_progress_of_an_id_with_a_nul_or_a_space_is_a_400(client: FlaskClient, c
         assert (response.status_code, response.json) == (400, error), ids
     response = client.get("/runs/progress.json?ids=r1,,no-such-run")
     assert response.json == {"runs": {"r1": {"status": "running", "done": 0, "total": None}}}
+
+
+@pytest.mark.parametrize("run_id", ["a%00b", "%00", "x%20y", "%ED%A0%80"])
+def test_a_run_id_no_run_can_have_is_a_404_everywhere(
+    client: FlaskClient, api: FlaskClient, core: Core, run_id: str
+) -> None:
+    # PostgreSQL refuses a NUL in text outright: such ids never reach the database.
+    add_run(core, "a-real-run", status="running")
+    before = state(core)
+    assert api.get(f"/api/runs/{run_id}").status_code == 404
+    assert api.post(f"/api/runs/{run_id}/cancel").status_code == 404
+    assert client.get(f"/runs/{run_id}").status_code == 404
+    token = client.get("/runs/a-real-run").get_data(as_text=True).split('name="csrf_token" value="')
+    data = {"csrf_token": token[1].split('"')[0]}
+    assert client.post(f"/runs/{run_id}/cancel", data=data).status_code == 404
+    assert state(core) == before
+
+
+def test_a_deep_json_param_in_the_schedule_form_is_a_field_error(
+    client: FlaskClient, core: Core
+) -> None:
+    # An array or object param is typed as JSON: too deep is the field's error, not a 500.
+    from batch.web.schedules import _param_value
+
+    assert _param_value("array", "[" * 5000 + "]" * 5000) == "[" * 5000 + "]" * 5000
