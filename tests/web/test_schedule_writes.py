@@ -4,8 +4,12 @@ at validation, before anything is written."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
+import sqlalchemy.exc
 from celery import Celery
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
@@ -86,3 +90,54 @@ def test_cron_lines_are_stored_normalised_and_bounded(core: Core) -> None:
     with pytest.raises(InvalidSchedule) as refused:
         schedules.validate_schedule(core, {**data, "cron": "0 * * * * " + "1" * 300})
     assert refused.value.errors["cron"] == "String should have at most 200 characters"
+
+
+@contextmanager
+def refused_by_the_database(core: Core, event: str) -> Iterator[None]:
+    """A trigger that makes the database refuse every ``event`` (UPDATE, DELETE) on schedules:
+    a real commit-time failure, whatever validation let through."""
+    postgres = core.engine.dialect.name == "postgresql"
+    with core.engine.begin() as connection:
+        if postgres:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION refuse_schedules() RETURNS trigger AS"
+                " $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"
+            )
+            connection.exec_driver_sql(
+                f"CREATE TRIGGER refuse BEFORE {event} ON schedules"
+                " FOR EACH ROW EXECUTE FUNCTION refuse_schedules()"
+            )
+        else:
+            connection.exec_driver_sql(
+                f"CREATE TRIGGER refuse BEFORE {event} ON schedules"
+                " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+    try:
+        yield
+    finally:
+        with core.engine.begin() as connection:
+            if postgres:
+                connection.exec_driver_sql("DROP TRIGGER refuse ON schedules")
+                connection.exec_driver_sql("DROP FUNCTION refuse_schedules()")
+            else:
+                connection.exec_driver_sql("DROP TRIGGER refuse")
+
+
+@pytest.mark.parametrize(
+    ("event", "change"),
+    [
+        ("UPDATE", lambda core, celery: schedules.set_enabled(core, celery, "hourly", False,
+                                                              actor="test")),
+        ("DELETE", lambda core, celery: schedules.remove_schedule(core, celery, "hourly",
+                                                                  actor="test")),
+    ],
+)  # fmt: skip
+def test_a_disable_or_delete_refused_at_commit_leaves_redbeat_as_it_was(
+    core: Core, celery_app: Celery, event: str, change: Any
+) -> None:
+    schedules.save_schedule(core, celery_app, spec(), actor="test")
+    before = stored_state(core, celery_app)
+    assert before[2]  # the entry beat fires from
+    with refused_by_the_database(core, event), pytest.raises(sqlalchemy.exc.DatabaseError):
+        change(core, celery_app)
+    assert stored_state(core, celery_app) == before
