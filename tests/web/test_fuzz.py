@@ -316,6 +316,51 @@ def test_admin_lists_and_filters(core: Core, client: FlaskClient, args: dict, pa
     check(core, before, response.status_code, f"GET {path} {args!r}")
 
 
+@given(
+    path=st.sampled_from(["/results/reports.sales_summary", "/results/tests.sum_squares",
+                          "/schedules/new", "/access/"])
+    | text_values.map(lambda t: "/results/" + segment(t)),
+    args=st.dictionaries(st.sampled_from(["limit", "job", "x"]), query_values, max_size=2),
+)  # fmt: skip
+def test_admin_pages(core: Core, client: FlaskClient, path: str, args: dict) -> None:
+    before = snapshot(core)
+    response = client.get(path, query_string=encoded(args))
+    response.close()
+    check(core, before, response.status_code, f"GET {path!r} {args!r}")
+
+
+@given(
+    target=text_values,
+    action=st.sampled_from(["runs/{}/retry", "runs/{}/cancel", "access/users/{}/remove",
+                            "access/tokens/{}/remove"]),
+)  # fmt: skip
+def test_admin_run_and_access_actions(
+    core: Core, worker: Path, client: FlaskClient, target: str, action: str
+) -> None:
+    settle(core)
+    before = snapshot(core)
+    token = csrf_token(client, "/schedules/new")
+    path = "/" + action.format(segment(target))
+    response = client.post(path, data={"csrf_token": token})
+    if response.status_code >= 400:
+        check(core, before, response.status_code, f"POST {path!r}")
+
+
+@settings(max_examples=settings().max_examples // 3)  # each checks a password hash: slow
+@given(name=text_values, password=text_values)
+def test_sign_in_fields(
+    core: Core, app: Flask, admin: tuple[str, str], name: str, password: str
+) -> None:
+    core.redis.delete(*core.redis.keys(LOGIN_ATTEMPTS_KEY_PREFIX + "*") or ["-"])
+    client = app.test_client()
+    form = {"name": name, "password": password, "csrf_token": csrf_token(client)}
+    response = client.post(
+        "/login", data=encoded(form), content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code in (200, 400, 401), (name, password, response.status_code)
+    assert client.get("/").status_code == 302  # not signed in
+
+
 @given(name=text_values, action=st.sampled_from(["enable", "disable", "delete", "run"]))
 def test_admin_schedule_actions(
     core: Core, worker: Path, client: FlaskClient, name: str, action: str
