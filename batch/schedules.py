@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from batch.models import AuditEntry, Run, Schedule
 log = logging.getLogger(__name__)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
+NAME_RE = re.compile(NAME_PATTERN)
 #: The ``schedules.cron`` column's size; a real cron line is far shorter.
 MAX_CRON_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 2000
@@ -233,6 +235,9 @@ def _audit(session: Session, actor: str, action: str, name: str, before: Any, af
 
 def get_schedule(session: Session, name: str) -> Schedule:
     """The schedule called ``name``, or NotFound."""
+    if not NAME_RE.fullmatch(name):
+        # No schedule has such a name (PostgreSQL would refuse a NUL in it outright).
+        raise NotFound(f"schedule {name!r} not found")
     row = session.get(Schedule, name)
     if row is None:
         raise NotFound(f"schedule {name!r} not found")

@@ -270,3 +270,19 @@ def test_a_deep_json_param_in_the_schedule_form_is_a_field_error(
     from batch.web.schedules import _param_value
 
     assert _param_value("array", "[" * 5000 + "]" * 5000) == "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize("name", ["%00", "a%00b", "%ED%A0%80", "x%0A"])
+def test_a_schedule_name_no_schedule_can_have_is_a_404_everywhere(
+    client: FlaskClient, api: FlaskClient, core: Core, name: str
+) -> None:
+    before = state(core)
+    assert api.get(f"/api/schedules/{name}").status_code == 404
+    assert api.delete(f"/api/schedules/{name}").status_code == 404
+    assert client.get(f"/schedules/{name}").status_code == 404
+    assert client.get(f"/schedules/{name}/edit").status_code == 404
+    page = client.get("/schedules/new").get_data(as_text=True)
+    data = {"csrf_token": page.split('name="csrf_token" value="')[1].split('"')[0]}
+    for action in ("enable", "disable", "delete", "run"):
+        assert client.post(f"/schedules/{name}/{action}", data=data).status_code == 404
+    assert state(core) == before
