@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from batch import users
 from batch.core import Core
+from batch.models import AuditEntry, Run, RunChunk, Schedule
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def stored_state(core: Core) -> tuple[Any, ...]:
+    """What a refused request must leave as it was: every row of the tables a request can
+    write (schedules, runs, their chunks, the audit log) and every RedBeat key, dumped."""
+    with core.reading() as session:
+        tables = tuple(
+            sorted(map(repr, session.execute(select(model.__table__)).all()))
+            for model in (Schedule, Run, RunChunk, AuditEntry)
+        )
+    keys = sorted(core.redis.scan_iter(match="batch:redbeat:*"))
+    return tables, {key: core.redis.dump(key) for key in keys}
 
 
 def csrf_token(client: FlaskClient, path: str = "/login") -> str:

@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import hypothesis.strategies as st
-import redis
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
@@ -32,9 +31,9 @@ from sqlalchemy import func, select
 from batch.cli import main
 from batch.constants import LOGIN_ATTEMPTS_KEY_PREFIX
 from batch.core import Core
-from batch.models import QUEUED, RUNNING, AuditEntry, Run, RunChunk, Schedule
+from batch.models import QUEUED, RUNNING, Run
 from tests.conftest import settings_env
-from tests.web.conftest import csrf_token
+from tests.web.conftest import csrf_token, stored_state
 
 settings.register_profile(
     "ci",
@@ -146,21 +145,6 @@ spoiled_submits = st.sampled_from(sorted(VALID_PARAMS)).flatmap(
 # --- What must not change --------------------------------------------------------------------
 
 
-def snapshot(core: Core) -> tuple[Any, ...]:
-    """What a refused request must leave alone: the rows it could write and RedBeat's keys."""
-    with core.reading() as session:
-        tables = tuple(
-            sorted(map(repr, session.execute(select(model.__table__)).all()))
-            for model in (Schedule, Run, RunChunk, AuditEntry)
-        )
-    raw = redis.Redis.from_url(core.settings.redis_url)  # DUMP's payload is binary
-    try:
-        redbeat = {key: raw.dump(key) for key in sorted(raw.scan_iter(match="batch:redbeat:*"))}
-    finally:
-        raw.close()
-    return tables, redbeat
-
-
 def settle(core: Core, timeout: float = 60) -> None:
     """Wait until the worker has ended every run an accepted request started."""
     deadline = time.monotonic() + timeout
@@ -178,7 +162,7 @@ def settle(core: Core, timeout: float = 60) -> None:
 def check(core: Core, before: tuple[Any, ...], status: int, what: str) -> None:
     assert status < 500, f"{what}: {status}"
     if status >= 400:
-        assert snapshot(core) == before, f"{what}: refused with {status} but changed state"
+        assert stored_state(core) == before, f"{what}: refused with {status} but changed state"
 
 
 def body_of(value: Any) -> str:
@@ -208,7 +192,7 @@ def test_api_schedule_writes(
     core: Core, worker: Path, api: FlaskClient, body: Any, method: str
 ) -> None:
     settle(core)
-    before = snapshot(core)
+    before = stored_state(core)
     name = body.get("name") if isinstance(body, dict) else None
     path = "/api/schedules" if method == "POST" else f"/api/schedules/{segment(str(name))}"
     response = api.open(path, method=method, data=body_of(body), content_type="application/json")
@@ -225,7 +209,7 @@ def test_api_submit(
     core: Core, worker: Path, api: FlaskClient, job: str, body: Any, params: Any, spoiled: Any
 ) -> None:
     settle(core)
-    before = snapshot(core)
+    before = stored_state(core)
     for name, payload in (spoiled, (job, body), (job, {"params": params})):
         response = api.post(
             f"/api/jobs/{segment(name)}/runs",
@@ -242,7 +226,7 @@ def test_api_bodies_that_are_not_json(
     core: Core, worker: Path, api: FlaskClient, raw: bytes
 ) -> None:
     settle(core)
-    before = snapshot(core)
+    before = stored_state(core)
     for path in ("/api/schedules", "/api/jobs/tests.sum_squares/runs"):
         response = api.post(path, data=raw, content_type="application/json")
         check(core, before, response.status_code, f"POST {path} {raw!r}")
@@ -253,7 +237,7 @@ def test_api_reads_and_cancels(
     core: Core, worker: Path, api: FlaskClient, run_id: str, name: str
 ) -> None:
     settle(core)
-    before = snapshot(core)
+    before = stored_state(core)
     run_id, name = segment(run_id), segment(name)
     for method, path in (
         ("GET", f"/api/runs/{run_id}"),
@@ -286,7 +270,7 @@ def test_admin_schedule_form(
     core: Core, worker: Path, client: FlaskClient, fields: dict, edit: bool
 ) -> None:
     settle(core)
-    before = snapshot(core)
+    before = stored_state(core)
     path = "/schedules/fuzz-a/edit" if edit else "/schedules/new"
     form = {**fields, "csrf_token": csrf_token(client, "/schedules/new")}
     response = client.post(
@@ -299,7 +283,7 @@ def test_admin_schedule_form(
     args=st.dictionaries(st.sampled_from(["cron", "timezone", "interval_seconds"]), query_values)
 )
 def test_schedule_preview(core: Core, client: FlaskClient, args: dict) -> None:
-    before = snapshot(core)
+    before = stored_state(core)
     response = client.get("/schedules/preview", query_string=encoded(args))
     check(core, before, response.status_code, f"preview {args!r}")
 
@@ -311,7 +295,7 @@ def test_schedule_preview(core: Core, client: FlaskClient, args: dict) -> None:
     path=st.sampled_from(["/runs/", "/runs/progress.json", "/results/", "/schedules/", "/"]),
 )
 def test_admin_lists_and_filters(core: Core, client: FlaskClient, args: dict, path: str) -> None:
-    before = snapshot(core)
+    before = stored_state(core)
     response = client.get(path, query_string=encoded(args))
     check(core, before, response.status_code, f"GET {path} {args!r}")
 
@@ -323,7 +307,7 @@ def test_admin_lists_and_filters(core: Core, client: FlaskClient, args: dict, pa
     args=st.dictionaries(st.sampled_from(["limit", "job", "x"]), query_values, max_size=2),
 )  # fmt: skip
 def test_admin_pages(core: Core, client: FlaskClient, path: str, args: dict) -> None:
-    before = snapshot(core)
+    before = stored_state(core)
     response = client.get(path, query_string=encoded(args))
     response.close()
     check(core, before, response.status_code, f"GET {path!r} {args!r}")
@@ -338,7 +322,7 @@ def test_admin_run_and_access_actions(
     core: Core, worker: Path, client: FlaskClient, target: str, action: str
 ) -> None:
     settle(core)
-    before = snapshot(core)
+    before = stored_state(core)
     token = csrf_token(client, "/schedules/new")
     path = "/" + action.format(segment(target))
     response = client.post(path, data={"csrf_token": token})
@@ -366,7 +350,7 @@ def test_admin_schedule_actions(
     core: Core, worker: Path, client: FlaskClient, name: str, action: str
 ) -> None:
     settle(core)
-    before = snapshot(core)
+    before = stored_state(core)
     token = csrf_token(client, "/schedules/new")
     response = client.post(f"/schedules/{segment(name)}/{action}", data={"csrf_token": token})
     if response.status_code >= 400:
@@ -396,7 +380,7 @@ def test_schedules_import(core: Core, tmp_path_factory: Any, body: dict, raw: by
         file.write_bytes("\n".join(lines).encode("utf-8", "surrogatepass"))
     else:
         file.write_bytes(raw)
-    before = snapshot(core)
+    before = stored_state(core)
     result = CliRunner().invoke(
         main, ["schedules", "import", str(folder)], env=settings_env(core.settings)
     )
@@ -404,4 +388,4 @@ def test_schedules_import(core: Core, tmp_path_factory: Any, body: dict, raw: by
     assert result.exit_code in (0, 2), (result.exit_code, result.stderr)
     if result.exit_code:
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
-        assert snapshot(core) == before
+        assert stored_state(core) == before

@@ -12,26 +12,13 @@ import pytest
 import sqlalchemy.exc
 from celery import Celery
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
 
 from batch import schedules
-from batch.beat import BatchEntry
 from batch.core import Core
 from batch.exceptions import InvalidSchedule
-from batch.models import AuditEntry, Schedule
+from batch.models import Schedule
 from batch.storable import NUL_MESSAGE, SURROGATE_MESSAGE
-
-
-def stored_state(core: Core, celery: Celery) -> tuple[list, int, dict[str, dict], list]:
-    """Every schedule row, the audit entries, every RedBeat entry and beat's schedule set."""
-    with core.reading() as session:
-        rows = [schedules.snapshot(row) for row in schedules.list_schedules(session)]
-        audits = session.scalar(select(func.count()).select_from(AuditEntry))
-    client = core.redis
-    keys = sorted(client.scan_iter(BatchEntry.generate_key(celery, "*")))
-    entries = {key: client.hgetall(key) for key in keys if client.type(key) == "hash"}
-    due = client.zrange(celery.redbeat_conf.schedule_key, 0, -1, withscores=True)
-    return rows, audits, entries, due
+from tests.web.conftest import stored_state
 
 
 def spec(**fields: object) -> schedules.ScheduleSpec:
@@ -52,7 +39,7 @@ def test_text_no_database_stores_is_refused_and_nothing_is_written(
     core: Core, celery_app: Celery, api: FlaskClient, field: str, value: object, message: str
 ) -> None:
     schedules.save_schedule(core, celery_app, spec(), actor="test")
-    before = stored_state(core, celery_app)
+    before = stored_state(core)
     body = {"name": "other", "job": "tests.sum_squares", "cron": "0 * * * *", field: value}
     # json.dumps escapes the surrogate as \ud800, as any client would send it.
     created = api.post("/api/schedules", data=json.dumps(body), content_type="application/json")
@@ -64,14 +51,14 @@ def test_text_no_database_stores_is_refused_and_nothing_is_written(
     for response in (created, replaced):
         assert response.status_code == 400, response.get_data(as_text=True)
         assert response.get_json()["errors"][field] == message
-    assert stored_state(core, celery_app) == before
+    assert stored_state(core) == before
 
 
 def test_a_commit_that_fails_leaves_redbeat_as_it_was(core: Core, celery_app: Celery) -> None:
     # Past validation (a spec built without it), the commit itself fails: RedBeat must not
     # have been written first, neither for a new schedule nor for an edit of one.
     schedules.save_schedule(core, celery_app, spec(), actor="test")
-    before = stored_state(core, celery_app)
+    before = stored_state(core)
     for name in ("hourly", "new-one"):
         unstorable = schedules.ScheduleSpec.model_construct(
             **{**spec().model_dump(), "name": name, "cron": "*/5 * * * *", "description": "\ud800"}
@@ -79,7 +66,7 @@ def test_a_commit_that_fails_leaves_redbeat_as_it_was(core: Core, celery_app: Ce
         with pytest.raises(Exception) as failed:
             schedules.save_schedule(core, celery_app, unstorable, actor="test")
         assert not isinstance(failed.value, InvalidSchedule)
-        assert stored_state(core, celery_app) == before
+        assert stored_state(core) == before
     with core.reading() as session:
         assert session.get(Schedule, "hourly").cron == "0 * * * *"
 
@@ -136,8 +123,8 @@ def test_a_disable_or_delete_refused_at_commit_leaves_redbeat_as_it_was(
     core: Core, celery_app: Celery, event: str, change: Any
 ) -> None:
     schedules.save_schedule(core, celery_app, spec(), actor="test")
-    before = stored_state(core, celery_app)
-    assert before[2]  # the entry beat fires from
+    before = stored_state(core)
+    assert before[1]  # the entry beat fires from
     with refused_by_the_database(core, event), pytest.raises(sqlalchemy.exc.DatabaseError):
         change(core, celery_app)
-    assert stored_state(core, celery_app) == before
+    assert stored_state(core) == before
