@@ -192,7 +192,9 @@ def end_session(core: Core, session_id: str) -> None:
 
 
 def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # Whatever text arrives (a header or a signed cookie may hold a lone surrogate) has a
+    # hash; only the url-safe text we hand out ever matches one stored.
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def add_token(core: Core, name: str) -> str:

@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from batch.web import api, auth, overview, results, runs, schedules
     from batch.web.headers import add_security_headers
 
+    app.session_interface = auth.CheckedSessionInterface()
     csrf = CSRFProtect(app)
     csrf.exempt(api.blueprint)  # token-authenticated, never cookie-authenticated
     app.before_request(auth.authenticate)

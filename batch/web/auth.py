@@ -19,6 +19,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from batch import users
 from batch.constants import LOGIN_ATTEMPTS_KEY_PREFIX
@@ -31,6 +32,54 @@ OPEN_ENDPOINTS = {"healthz", "static", "auth.login"}
 ATTEMPT_WINDOW_SECONDS = 60
 #: The one thing the signed session cookie carries besides the CSRF token: the session id.
 SESSION_KEY = "session_id"
+#: Everything this app keeps in the cookie: the session id, Flask-WTF's CSRF secret (hex) and
+#: Flask's flashed messages.
+FLASHES_KEY = "_flashes"
+CSRF_KEY = "csrf_token"
+
+
+class CheckedSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session that holds only what this app writes there.
+
+    A cookie that is signed but holds anything else (only a holder of SECRET_KEY can make
+    one) opens as an empty session: otherwise a number as the CSRF secret or a flash that is
+    not a pair fails later, in Flask-WTF or in a template, as a server error.
+    """
+
+    def open_session(self, app: Any, request: Any) -> SecureCookieSession | None:
+        session = super().open_session(app, request)
+        if session is not None and not _holds_only_ours(session):
+            return self.session_class()
+        return session
+
+
+def _holds_only_ours(session: SecureCookieSession) -> bool:
+    for key, value in session.items():
+        if key == SESSION_KEY:
+            ok = _is_text(value)
+        elif key == CSRF_KEY:
+            ok = _is_text(value) and value.isascii()  # hmac.compare_digest takes ASCII only
+        elif key == FLASHES_KEY:
+            ok = isinstance(value, list) and all(
+                isinstance(item, tuple) and len(item) == 2 and all(map(_is_text, item))
+                for item in value
+            )
+        else:
+            ok = False
+        if not ok:
+            return False
+    return True
+
+
+def _is_text(value: Any) -> bool:
+    # A lone surrogate would fail as the page holding it is encoded.
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def authenticate() -> Any:

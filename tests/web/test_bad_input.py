@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from flask import Flask
 from flask.testing import FlaskClient
 
+from batch import users
 from batch.core import Core
 from batch.models import AuditEntry, Run, Schedule
+from batch.web.auth import SESSION_KEY
 from tests.test_queries import SALES, SUMS, add_run
 from tests.web.conftest import csrf_token, stored_state
 from tests.web.test_api import HOURLY, count
@@ -269,4 +272,54 @@ def test_a_schedule_name_no_schedule_can_have_is_a_404_everywhere(
     data = {"csrf_token": csrf_token(client, "/schedules/new")}
     for action in ("enable", "disable", "delete", "run"):
         assert client.post(f"/schedules/{name}/{action}", data=data).status_code == 404
+    assert stored_state(core) == before
+
+
+# --- Tokens and session ids ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("junk", ["\ud800", "a\udfffb", "\x00", "\U0001f600"])
+def test_a_token_or_session_id_of_any_text_signs_nobody_in(
+    app: Flask, core: Core, admin: tuple[str, str], junk: str
+) -> None:
+    # A test client or a server other than gunicorn may hand over a header holding a lone
+    # surrogate; the signed cookie may too. Hashing it was a UnicodeEncodeError, a 500.
+    before = stored_state(core)
+    client = app.test_client()
+    response = client.get("/api/jobs", headers={"Authorization": f"Bearer {junk}"})
+    assert response.status_code == 401
+    with client.session_transaction() as session:
+        session[SESSION_KEY] = junk
+    assert client.get("/").status_code == 302
+    assert stored_state(core) == before
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"_flashes": None},
+        {"_flashes": "x"},
+        {"_flashes": [["message"]]},
+        {"_flashes": [("message", "\ud800")]},
+        {"csrf_token": 5},
+        {"csrf_token": "\u00e9"},
+        {"session_id": ["x"]},
+        {"other": 1},
+    ],
+)
+def test_a_signed_cookie_holding_what_we_never_write_is_no_session(
+    app: Flask, core: Core, admin: tuple[str, str], junk: dict[str, Any]
+) -> None:
+    # Only a holder of SECRET_KEY can sign such a cookie, but it was a 500 on every page
+    # (the flashes in the template, the CSRF secret in Flask-WTF): now it is no session.
+    client = app.test_client()
+    token = csrf_token(client)
+    with client.session_transaction() as session:
+        session["session_id"] = users.start_session(core, admin[0])
+        session.update(junk)
+    before = stored_state(core)
+    assert client.get("/login").status_code == 200
+    assert client.get("/").status_code == 302
+    assert client.post("/logout", data={"csrf_token": token}).status_code in (302, 400)
+    assert client.post("/login", data={"name": "x", "csrf_token": token}).status_code == 400
     assert stored_state(core) == before
