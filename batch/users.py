@@ -51,6 +51,15 @@ class Account:
     sessions: int = 0
 
 
+@dataclass(frozen=True)
+class Use:
+    """A valid token or session: whose it is, and the update that records this use (None
+    when the last one recorded is less than TOUCH_INTERVAL old)."""
+
+    name: str
+    record: Update | None = None
+
+
 def _check_name(name: str) -> None:
     if not NAME_RE.fullmatch(name):
         raise UserError(f"bad name {name!r}: use letters, digits and . _ @ - (at most 100)")
@@ -159,30 +168,35 @@ def start_session(core: Core, name: str) -> str:
 
 
 def session_user(core: Core, session_id: str) -> str | None:
-    """The user of the live session ``session_id``, or None (unknown, ended or expired).
+    """The user of the live session ``session_id``, or None (unknown, ended or expired);
+    records the use (see ``record_use``)."""
+    use = find_session(core, session_id)
+    if use is None:
+        return None
+    record_use(core, use)
+    return use.name
 
-    Only reads, as ``token_owner`` does: ``last_seen_at`` is written rarely, never waiting.
-    """
+
+def find_session(core: Core, session_id: str) -> Use | None:
+    """The live session ``session_id`` as a Use of its user, or None; only reads."""
     now = utcnow()
+    id_hash = _token_hash(session_id)
     with core.reading() as session:
         row = session.execute(
             select(UserSession.user_name, UserSession.last_seen_at)
             .join(User, User.name == UserSession.user_name)
-            .where(UserSession.id_hash == _token_hash(session_id), UserSession.expires_at > now)
+            .where(UserSession.id_hash == id_hash, UserSession.expires_at > now)
         ).one_or_none()
     if row is None:
         return None
+    record = None
     if row.last_seen_at < now - TOUCH_INTERVAL:
-        _touch(
-            core,
+        record = (
             update(UserSession)
-            .where(
-                UserSession.id_hash == _token_hash(session_id),
-                _stale(UserSession.last_seen_at, now),
-            )
-            .values(last_seen_at=now),
+            .where(UserSession.id_hash == id_hash, _stale(UserSession.last_seen_at, now))
+            .values(last_seen_at=now)
         )
-    return row.user_name
+    return Use(row.user_name, record)
 
 
 def end_session(core: Core, session_id: str) -> None:
@@ -226,11 +240,17 @@ def remove_token(core: Core, name: str) -> None:
 
 
 def token_owner(core: Core, token: str) -> str | None:
-    """The name of the API token ``token``, or None when it is not a known token.
+    """The name of the API token ``token``, or None when it is not a known token; records
+    the use (see ``record_use``)."""
+    use = find_token(core, token)
+    if use is None:
+        return None
+    record_use(core, use)
+    return use.name
 
-    Only reads: its ``last_used_at`` is written at most once per TOUCH_INTERVAL, and only
-    when that needs no wait for a lock.
-    """
+
+def find_token(core: Core, token: str) -> Use | None:
+    """The API token ``token`` as a Use of its name, or None; only reads."""
     with core.reading() as session:
         row = session.execute(
             select(ApiToken.name, ApiToken.last_used_at).where(
@@ -240,14 +260,21 @@ def token_owner(core: Core, token: str) -> str | None:
     if row is None:
         return None
     now = utcnow()
+    record = None
     if row.last_used_at is None or row.last_used_at < now - TOUCH_INTERVAL:
-        _touch(
-            core,
+        record = (
             update(ApiToken)
             .where(ApiToken.name == row.name, _stale(ApiToken.last_used_at, now))
-            .values(last_used_at=now),
+            .values(last_used_at=now)
         )
-    return row.name
+    return Use(row.name, record)
+
+
+def record_use(core: Core, use: Use) -> None:
+    """Write when a token or session was last used, if that is due: at most once per
+    TOUCH_INTERVAL, and only when it needs no wait for a lock."""
+    if use.record is not None:
+        _touch(core, use.record)
 
 
 def _stale(column: Any, now: datetime) -> ColumnElement[bool]:

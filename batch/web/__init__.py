@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     csrf = CSRFProtect(app)
     csrf.exempt(api.blueprint)  # token-authenticated, never cookie-authenticated
     app.before_request(auth.authenticate)
+    app.after_request(auth.record_use)
     app.after_request(add_security_headers)
     for module in (auth, overview, schedules, runs, results, api):
         app.register_blueprint(module.blueprint)

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
+    Response,
     abort,
     flash,
     g,
@@ -89,23 +90,34 @@ def authenticate() -> Any:
     if request.path.startswith("/api/"):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        owner = users.token_owner(current_core(), token) if scheme == "Bearer" and token else None
-        if owner is None:
+        use = users.find_token(current_core(), token) if scheme == "Bearer" and token else None
+        if use is None:
             response = jsonify(error="authentication required: Authorization: Bearer <token>")
             response.status_code = 401
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
-        g.actor = f"api:{owner}"
+        g.use = use
+        g.actor = f"api:{use.name}"
         return None
     session_id = session.get(SESSION_KEY)
-    name = users.session_user(current_core(), session_id) if isinstance(session_id, str) else None
-    if name is None:
+    use = users.find_session(current_core(), session_id) if isinstance(session_id, str) else None
+    if use is None:
         if SESSION_KEY in session:
             session.clear()  # ended, expired, or its user removed: forget it in the browser too
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-    g.user = name
-    g.actor = f"user:{name}"
+    g.use = use
+    g.user = use.name
+    g.actor = f"user:{use.name}"
     return None
+
+
+def record_use(response: Response) -> Response:
+    """After every request: note when its token or session was last used, unless the
+    request was refused (a refused request changes nothing, not even that)."""
+    use = g.pop("use", None)
+    if use is not None and response.status_code < 400:
+        users.record_use(current_core(), use)
+    return response
 
 
 def _too_many_attempts(name: str) -> bool:

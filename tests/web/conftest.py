@@ -12,18 +12,21 @@ from sqlalchemy import select
 
 from batch import users
 from batch.core import Core
-from batch.models import AuditEntry, Run, RunChunk, Schedule
+from batch.models import ApiToken, AuditEntry, Run, RunChunk, Schedule, User, UserSession
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+#: The tables a request can write: the accounts too, down to when each was last used.
+STORED = (Schedule, Run, RunChunk, AuditEntry, User, ApiToken, UserSession)
+
+
 def stored_state(core: Core) -> tuple[Any, ...]:
-    """What a refused request must leave as it was: every row of the tables a request can
-    write (schedules, runs, their chunks, the audit log) and every RedBeat key, dumped."""
+    """What a refused request must leave as it was: every row a request can write (schedules,
+    runs, their chunks, the audit log, users, tokens, sessions) and every RedBeat key, dumped."""
     with core.reading() as session:
         tables = tuple(
-            sorted(map(repr, session.execute(select(model.__table__)).all()))
-            for model in (Schedule, Run, RunChunk, AuditEntry)
+            sorted(map(repr, session.execute(select(model.__table__)).all())) for model in STORED
         )
     keys = sorted(core.redis.scan_iter(match="batch:redbeat:*"))
     return tables, {key: core.redis.dump(key) for key in keys}

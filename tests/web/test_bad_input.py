@@ -9,10 +9,13 @@ import pytest
 from celery import Celery
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select, update
 
 from batch import users
 from batch.core import Core
-from batch.models import AuditEntry, Run, Schedule
+from batch.db import utcnow
+from batch.models import ApiToken, AuditEntry, Run, Schedule, UserSession
+from batch.users import TOUCH_INTERVAL
 from batch.web.auth import SESSION_KEY
 from tests.test_queries import SALES, SUMS, add_run
 from tests.web.conftest import csrf_token, stored_state
@@ -323,3 +326,24 @@ def test_a_signed_cookie_holding_what_we_never_write_is_no_session(
     assert client.post("/logout", data={"csrf_token": token}).status_code in (302, 400)
     assert client.post("/login", data={"name": "x", "csrf_token": token}).status_code == 400
     assert stored_state(core) == before
+
+
+def test_a_refused_request_records_no_use_of_its_token_or_session(
+    core: Core, client: FlaskClient, api: FlaskClient
+) -> None:
+    # A token's last use and a session's last request were written before the request was
+    # answered: a refused one (a 400, a 404) changed the accounts tables.
+    with core.transaction() as session:
+        session.execute(update(UserSession).values(last_seen_at=utcnow() - 2 * TOUCH_INTERVAL))
+    before = stored_state(core)
+    assert api.post("/api/schedules", json={}).status_code == 400
+    assert api.get("/api/schedules/nope").status_code == 404
+    assert client.get("/schedules/nope").status_code == 404
+    assert client.get("/runs/", query_string={"limit": "x"}).status_code == 400
+    assert stored_state(core) == before
+    assert api.get("/api/jobs").status_code == 200
+    assert client.get("/").status_code == 200
+    with core.reading() as session:
+        assert session.get_one(ApiToken, "tests").last_used_at is not None
+        seen = session.scalars(select(UserSession.last_seen_at)).all()
+    assert len(seen) == 1 and seen[0] > utcnow() - TOUCH_INTERVAL
