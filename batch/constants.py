@@ -20,6 +20,8 @@ WORKER_NAMES_KEY = "batch:worker-names"
 SCHEDULE_LOCK_KEY = "batch:schedule-lock"
 LOGIN_ATTEMPTS_KEY_PREFIX = "batch:login-attempts:"
 SWEEP_LOCK_KEY = "batch:sweep-lock"
+#: The newest schedule_changes revision reconcile has applied to this Redis.
+RECONCILED_REVISION_KEY = "batch:reconciled-revision"
 #: When this Redis's data began (set when missing): messages sent before it are gone.
 REDIS_EPOCH_KEY = "batch:redis-epoch"
 #: A header in each start and chunk message: when it was sent, as stored in SQL.

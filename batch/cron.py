@@ -9,6 +9,7 @@ are ``describe()``, the schedule in words, and ``upcoming(count, after)``, the n
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from celery.schedules import BaseSchedule, schedstate
@@ -91,21 +92,14 @@ class CronSchedule(FireTimes):
             message = "R (a random value) is not supported: give the value itself"
             raise InvalidSchedule({"cron": f"bad cron line {cron!r}: {message}"})
         self._fixed_hours = not self.cron.split()[1].startswith("*")
-        try:
-            croniter(self.cron, datetime.now(self.zone)).get_next(datetime)
-        except (CroniterBadCronError, CroniterBadDateError, ValueError, KeyError) as exc:
-            raise InvalidSchedule({"cron": f"bad cron line {cron!r}: {exc}"}) from None
+        if error := _cron_error(self.cron, timezone):
+            raise InvalidSchedule({"cron": f"bad cron line {cron!r}: {error}"})
 
     def next_after(self, moment: datetime) -> datetime:
-        times = croniter(self.cron, moment.astimezone(self.zone))
-        while True:
-            local = times.get_next(datetime)
-            if not (local.fold and self._fixed_hours):
-                return local.astimezone(UTC)
+        return _cron_next(self.cron, self.timezone, self._fixed_hours, moment)
 
     def latest_due(self, last: datetime | None, now: datetime) -> datetime:
-        previous = croniter(self.cron, now.astimezone(self.zone)).get_prev(datetime)
-        fire = previous.astimezone(UTC)
+        fire = _cron_previous(self.cron, self.timezone, now)
         if last is not None:
             fire = max(fire, self.next_after(last))
         while (following := self.next_after(fire)) <= now:
@@ -165,6 +159,32 @@ class IntervalSchedule(FireTimes):
         return isinstance(other, IntervalSchedule) and other.seconds == self.seconds
 
     __hash__ = None  # type: ignore[assignment]
+
+
+@lru_cache(maxsize=4096)
+def _cron_error(cron: str, timezone: str) -> str | None:
+    """Why croniter refuses the line, or None; beat decodes many schedules sharing a line."""
+    try:
+        croniter(cron, datetime.now(ZoneInfo(timezone))).get_next(datetime)
+    except (CroniterBadCronError, CroniterBadDateError, ValueError, KeyError) as exc:
+        return str(exc)
+    return None
+
+
+# Beat asks the same questions of many schedules at once (everyone writes ``0 * * * *``, and a
+# burst of them shares its last and next fire times): croniter answers each once.
+@lru_cache(maxsize=4096)
+def _cron_next(cron: str, timezone: str, fixed_hours: bool, moment: datetime) -> datetime:
+    times = croniter(cron, moment.astimezone(ZoneInfo(timezone)))
+    while True:
+        local = times.get_next(datetime)
+        if not (local.fold and fixed_hours):
+            return local.astimezone(UTC)
+
+
+@lru_cache(maxsize=4096)
+def _cron_previous(cron: str, timezone: str, now: datetime) -> datetime:
+    return croniter(cron, now.astimezone(ZoneInfo(timezone))).get_prev(datetime).astimezone(UTC)
 
 
 def _every(count: int, unit: str) -> str:

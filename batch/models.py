@@ -112,6 +112,23 @@ class Schedule(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ScheduleChange(Base):
+    """A note that a schedule was created, changed or deleted: reconcile follows these.
+
+    Each schedule write adds one in its transaction. A reconcile pass applies the changes
+    after the revision it reached last (kept in Redis), so it costs what changed, not what
+    exists; a full pass, which compares everything, prunes the notes it has covered.
+    """
+
+    __tablename__ = "schedule_changes"
+    # SQLite may reuse the largest id once its row is gone; AUTOINCREMENT never does.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    revision: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AuditEntry(Base):
     """Who changed which schedule, when, and the state before and after."""
 

@@ -17,12 +17,13 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from batch import beat, storable
+from batch import entries, storable
 from batch.core import Core
 from batch.cron import MAX_INTERVAL_SECONDS, make_schedule
 from batch.db import utcnow
 from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
 from batch.models import AuditEntry, Run, Schedule
+from batch.reconcile import record_changes
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ def _store(
     mode: StoreMode,
     source: str | None = None,
 ) -> tuple[Schedule, ScheduleChange]:
-    with beat.schedule_lock(celery):
+    with entries.schedule_lock(celery):
         with core.transaction() as session:
             row = session.get(Schedule, spec.name)
             if row is not None and mode == "create":
@@ -291,13 +292,14 @@ def _store(
                     row.updated_at = utcnow()
                 action = "create" if before is None else "update"
                 _audit(session, actor, action, spec.name, before, snapshot(row))
+                record_changes(session, [spec.name])
         _follow_in_redbeat(celery, row)
     return row, change
 
 
 def set_enabled(core: Core, celery: Celery, name: str, enabled: bool, *, actor: str) -> Schedule:
     """Enable or disable a schedule (disabled ones are removed from RedBeat)."""
-    with beat.schedule_lock(celery):
+    with entries.schedule_lock(celery):
         with core.transaction() as session:
             row = get_schedule(session, name)
             if row.enabled != enabled:
@@ -305,16 +307,18 @@ def set_enabled(core: Core, celery: Celery, name: str, enabled: bool, *, actor: 
                 row.enabled, row.updated_at = enabled, utcnow()
                 action = "enable" if enabled else "disable"
                 _audit(session, actor, action, name, before, snapshot(row))
+                record_changes(session, [name])
         _follow_in_redbeat(celery, row)
     return row
 
 
 def remove_schedule(core: Core, celery: Celery, name: str, *, actor: str) -> None:
     """Delete a schedule from SQL and RedBeat."""
-    with beat.schedule_lock(celery):
+    with entries.schedule_lock(celery):
         with core.transaction() as session:
             row = get_schedule(session, name)
             _audit(session, actor, "delete", name, snapshot(row), None)
+            record_changes(session, [name])
             session.delete(row)
         _follow_in_redbeat(celery, row, deleted=True)
 
@@ -325,10 +329,10 @@ def _follow_in_redbeat(celery: Celery, row: Schedule, *, deleted: bool = False) 
     # If Redis fails here, SQL stays the truth and reconcile writes the entry on its pass.
     try:
         if deleted:
-            beat.delete_entry(celery, row.name)
+            entries.delete_entry(celery, row.name)
         else:
-            beat.write_entry(celery, row)
-    except beat.REDIS_ERRORS as exc:
+            entries.write_entry(celery, row)
+    except entries.REDIS_ERRORS as exc:
         log.warning(
             "schedule %s saved; RedBeat not updated (%s): reconcile writes it within %ss",
             row.name, exc, celery.batch_core.settings.reconcile_interval_seconds,

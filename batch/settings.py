@@ -105,7 +105,8 @@ class Settings:
     worker_concurrency: int = 0
     chunks_per_process: int = 4
     finish_deadline_seconds: int = 600
-    reconcile_interval_seconds: int = 60
+    reconcile_interval_seconds: int = 15
+    full_reconcile_interval_seconds: int = 3600
     beat_lock_timeout_seconds: int = 5
     sweep_interval_seconds: float = 3.0
     stall_seconds: int = 15
@@ -188,6 +189,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "chunks_per_process": ("BATCH_CHUNKS_PER_PROCESS", int, str),
     "finish_deadline_seconds": ("BATCH_FINISH_DEADLINE_SECONDS", int, str),
     "reconcile_interval_seconds": ("BATCH_RECONCILE_INTERVAL_SECONDS", int, str),
+    "full_reconcile_interval_seconds": ("BATCH_FULL_RECONCILE_INTERVAL_SECONDS", int, str),
     "beat_lock_timeout_seconds": ("BATCH_BEAT_LOCK_TIMEOUT_SECONDS", int, str),
     "sweep_interval_seconds": ("BATCH_SWEEP_INTERVAL_SECONDS", float, str),
     "stall_seconds": ("BATCH_STALL_SECONDS", int, str),

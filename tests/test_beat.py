@@ -15,9 +15,9 @@ from celery import Celery
 from sqlalchemy import select
 
 from batch import schedules
-from batch.beat import BatchEntry
 from batch.capacity import online_workers
 from batch.core import Core
+from batch.entries import BatchEntry
 from batch.models import Run
 from tests.conftest import settings_env
 from tests.test_engine import expected_sum

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from batch.beat import delete_entry
 from batch.celery_app import close_celery, create_celery
 from batch.core import Core
 from batch.db import utcnow
+from batch.entries import delete_entry
 from batch.processes import start_worker, stop_process
 from batch.redis_server import PrivateRedis, start_private_redis
 from batch.settings import Settings
@@ -164,9 +164,24 @@ def test_beat_rides_out_a_redis_restart_and_fires_again(
     assert all(gap >= ONE_SECOND and gap % ONE_SECOND == timedelta(0) for gap in gaps(after))
 
 
+def children(pid: int) -> list[int]:
+    """The pids of a process's children."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(child) for child in found.stdout.split()]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def sends(log: Path, name: str) -> int:
     """Fires a beat sent, by its log."""
-    return log.read_text().count(f"Sending due task {name} ")
+    return log.read_text().count(f"{name} @ ")
 
 
 #: Fires of the 1 s schedule seen before the kill, and again after the hand-over.
@@ -189,6 +204,9 @@ def test_standby_beat_fires_within_10s_of_the_active_beat_killed_and_never_twice
         active, standby = beats[holders[0]], beats[1 - holders[0]]
         # Killed between two sends, so that every fire its log names was sent.
         between_two_fires(core, "every-1s")
+        # Its reconcile process (full passes) must not outlive it.
+        reconciler = children(active.pid)
+        assert len(reconciler) >= 1
         os.kill(active.pid, signal.SIGKILL)
         killed_at, killed = time.monotonic(), utcnow()
         active.wait()
@@ -199,6 +217,7 @@ def test_standby_beat_fires_within_10s_of_the_active_beat_killed_and_never_twice
         )
         assert standby.poll() is None
         between_two_fires(core, "every-1s")
+        assert not any(alive(pid) for pid in reconciler)
     finally:
         for beat in beats:
             if beat.poll() is None:

@@ -10,15 +10,17 @@ import pytest
 from celery import Celery
 from click.testing import CliRunner
 from redbeat.decoder import to_timestamp
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
-from batch import beat, schedules
-from batch.beat import BatchEntry
+from batch import schedules
 from batch.cli import main
+from batch.constants import RECONCILED_REVISION_KEY
 from batch.core import Core
 from batch.cron import CronSchedule
+from batch.entries import BatchEntry
 from batch.exceptions import Conflict, InvalidSchedule
-from batch.models import AuditEntry, Run, Schedule
+from batch.models import AuditEntry, Run, Schedule, ScheduleChange
+from batch.reconcile import reconcile
 from tests.conftest import ROOT, settings_env
 
 HOURLY = {"name": "hourly", "job": "reports.sales_summary", "cron": "5 * * * *"}
@@ -36,6 +38,15 @@ def clear_redbeat(core: Core) -> None:
 @pytest.fixture(autouse=True)
 def _no_entries(core: Core) -> None:
     clear_redbeat(core)
+
+
+@pytest.fixture
+def no_schedules(core: Core) -> None:
+    """No schedule, no change note, and a Redis that has reached no revision."""
+    with core.transaction() as session:
+        session.execute(delete(Schedule))
+        session.execute(delete(ScheduleChange))
+    core.redis.delete(RECONCILED_REVISION_KEY)
 
 
 def count(core: Core, model: type) -> int:
@@ -117,6 +128,7 @@ def test_changes_are_audited_and_written_through(core: Core, celery_app: Celery)
     assert last.before["cron"] == "5 * * * *" and last.after is None
 
 
+@pytest.mark.usefixtures("no_schedules")
 def test_reconcile_restores_flushed_entries_with_their_last_fire(
     core: Core, celery_app: Celery
 ) -> None:
@@ -134,21 +146,91 @@ def test_reconcile_restores_flushed_entries_with_their_last_fire(
     clear_redbeat(core)
     stale = BatchEntry.generate_key(celery_app, "gone")
     core.redis.zadd(celery_app.redbeat_conf.schedule_key, {stale: 1})
-    counts = beat.reconcile(core, celery_app)
-    assert counts == {"schedules": 1, "rewritten": 1, "restored": 1, "removed": 1}
+    counts = reconcile(core, celery_app)
+    # No revision reached in this Redis yet: a full pass.
+    assert counts == {"pass": "full", "schedules": 1, "rewritten": 1, "restored": 1, "removed": 1}
     key = BatchEntry.generate_key(celery_app, "hourly")
     assert BatchEntry.load_meta(key, app=celery_app)["last_run_at"] == last_fire
     # The score is the true next fire after the kept last fire (RedBeat alone scores it
     # too early by now - last_fire).
     score = core.redis.zscore(celery_app.redbeat_conf.schedule_key, key)
     assert score == to_timestamp(last_fire + timedelta(hours=1))
-    unchanged = {"schedules": 1, "rewritten": 0, "restored": 0, "removed": 0}
-    assert beat.reconcile(core, celery_app) == unchanged
-    # An edit made behind reconcile's back (here: straight in SQL) is written on the next pass.
+    unchanged = {"pass": "full", "schedules": 1, "rewritten": 0, "restored": 0, "removed": 0}
+    assert reconcile(core, celery_app, full=True) == unchanged
+    # An edit made behind batch's back (here: straight in SQL) leaves no change note: the
+    # changes pass does not see it, the next full pass writes it.
     with core.transaction() as session:
         session.get(Schedule, "hourly").cron = "7 * * * *"
-    assert beat.reconcile(core, celery_app)["rewritten"] == 1
+    assert reconcile(core, celery_app)["rewritten"] == 0
+    assert reconcile(core, celery_app, full=True)["rewritten"] == 1
     assert BatchEntry.from_key(key, app=celery_app).schedule == CronSchedule("7 * * * *")
+
+
+def changes_in_sql(core: Core) -> list[tuple[int, str]]:
+    with core.reading() as session:
+        query = select(ScheduleChange.revision, ScheduleChange.name)
+        return [tuple(row) for row in session.execute(query.order_by(ScheduleChange.revision))]
+
+
+@pytest.mark.usefixtures("no_schedules")
+def test_the_changes_pass_follows_what_changed_and_nothing_else(
+    core: Core, celery_app: Celery
+) -> None:
+    for name in ("a", "b", "c"):
+        spec = schedules.validate_schedule(core, {**HOURLY, "name": name})
+        schedules.save_schedule(core, celery_app, spec, actor="test", mode="create")
+    assert [name for _, name in changes_in_sql(core)] == ["a", "b", "c"]
+    assert reconcile(core, celery_app)["pass"] == "full"  # a Redis that has reached nothing
+    # The full pass pruned the notes it covered, all but the newest.
+    newest = changes_in_sql(core)
+    assert [name for _, name in newest] == ["c"]
+    assert core.redis.get(RECONCILED_REVISION_KEY) == str(newest[0][0])
+    nothing = {"pass": "changes", "schedules": 0, "rewritten": 0, "restored": 0, "removed": 0}
+    assert reconcile(core, celery_app) == nothing
+    # Write-throughs that did not reach Redis (a process killed between its commit and its
+    # Redis write, played here by undoing the write): an edit of b and the deletion of c.
+    spec = schedules.validate_schedule(core, {**HOURLY, "name": "b", "cron": "9 * * * *"})
+    schedules.save_schedule(core, celery_app, spec, actor="test", mode="update")
+    key_b = BatchEntry.generate_key(celery_app, "b")
+    core.redis.hset(
+        key_b, "definition", core.redis.hget(BatchEntry.generate_key(celery_app, "a"), "definition")
+    )
+    before_c = {
+        field: value
+        for field, value in core.redis.hgetall(BatchEntry.generate_key(celery_app, "c")).items()
+    }
+    schedules.remove_schedule(core, celery_app, "c", actor="test")
+    key_c = BatchEntry.generate_key(celery_app, "c")
+    core.redis.hset(key_c, mapping=before_c)
+    core.redis.zadd(celery_app.redbeat_conf.schedule_key, {key_c: 1})
+    counts = reconcile(core, celery_app)
+    assert counts == {
+        "pass": "changes",
+        "schedules": 1,
+        "rewritten": 1,
+        "restored": 0,
+        "removed": 1,
+    }
+    assert BatchEntry.from_key(key_b, app=celery_app).schedule == CronSchedule("9 * * * *")
+    assert not core.redis.exists(key_c)
+    assert core.redis.zscore(celery_app.redbeat_conf.schedule_key, key_c) is None
+    assert reconcile(core, celery_app) == nothing
+
+
+@pytest.mark.usefixtures("no_schedules")
+def test_a_redis_older_than_the_oldest_note_gets_a_full_pass(
+    core: Core, celery_app: Celery
+) -> None:
+    for name in ("a", "b"):
+        spec = schedules.validate_schedule(core, {**HOURLY, "name": name})
+        schedules.save_schedule(core, celery_app, spec, actor="test", mode="create")
+    reconcile(core, celery_app)
+    # A Redis restored from a copy made before that pass: the notes between are pruned.
+    core.redis.set(RECONCILED_REVISION_KEY, changes_in_sql(core)[0][0] - 1)
+    assert reconcile(core, celery_app)["pass"] == "full"
+    core.redis.delete(RECONCILED_REVISION_KEY)  # as a flush leaves it
+    assert reconcile(core, celery_app)["pass"] == "full"
+    assert reconcile(core, celery_app)["pass"] == "changes"
 
 
 def cli(core: Core, *args: str) -> tuple[int, str, str]:

@@ -20,10 +20,10 @@ from flask import Flask
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from batch import migrate, schedules, users
-from batch.beat import BatchEntry
 from batch.cli import main
 from batch.core import Core
 from batch.cron import CronSchedule
+from batch.entries import BatchEntry
 from batch.models import AuditEntry, Schedule
 from batch.schedules import ScheduleChange
 from tests.conftest import settings_env

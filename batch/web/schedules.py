@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
 from batch import runs, schedules
-from batch.beat import last_fire_times
 from batch.cron import FireTimes, make_schedule
 from batch.db import utcnow
+from batch.entries import last_fire_times
 from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
 from batch.jobs import Job
 from batch.models import AuditEntry, Run, Schedule

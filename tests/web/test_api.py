@@ -13,9 +13,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from batch import schedules
-from batch.beat import BatchEntry
 from batch.core import Core
 from batch.cron import CronSchedule, IntervalSchedule
+from batch.entries import BatchEntry
 from batch.models import AuditEntry, Run, Schedule
 from tests.test_queries import add_run
 

@@ -17,11 +17,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from batch import schedules
-from batch.beat import BatchEntry
 from batch.celery_app import message_priority
 from batch.core import Core
 from batch.cron import CronSchedule, IntervalSchedule
 from batch.db import utcnow
+from batch.entries import BatchEntry
 from batch.exceptions import InvalidSchedule
 from batch.models import AuditEntry, Run, Schedule
 from tests.conftest import wait_for_run

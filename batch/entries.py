@@ -1,0 +1,156 @@
+"""RedBeat entries derived from SQL schedule rows: our schedule types in RedBeat's JSON, exact
+zset scores, and the writes an edit makes through to Redis under the schedule lock.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from celery import Celery
+from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
+from redbeat.schedulers import RedBeatSchedulerEntry, get_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.lock import Lock
+
+from batch.celery_app import message_priority
+from batch.constants import SCHEDULE_LOCK_KEY, TASK_START_RUN
+from batch.cron import CronSchedule, FireTimes, IntervalSchedule, make_schedule
+from batch.db import utcnow
+from batch.models import Schedule
+
+SCHEDULE_LOCK_SECONDS = 120
+#: Redis errors that mean "not reachable now" (a restart, a network cut), not a bug.
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
+CRON_TYPE = "batch.cron"
+INTERVAL_TYPE = "batch.interval"
+
+
+class ScheduleEncoder(RedBeatJSONEncoder):
+    """RedBeat's JSON encoder plus our two schedule types."""
+
+    def default(self, obj: Any) -> Any:
+        if isinstance(obj, CronSchedule):
+            return {"__type__": CRON_TYPE, "cron": obj.cron, "timezone": obj.timezone}
+        if isinstance(obj, IntervalSchedule):
+            return {"__type__": INTERVAL_TYPE, "seconds": obj.seconds}
+        return super().default(obj)
+
+
+def _decode_schedule(value: Any) -> Any:
+    if isinstance(value, dict) and value.get("__type__") == CRON_TYPE:
+        return CronSchedule(value["cron"], value["timezone"])
+    if isinstance(value, dict) and value.get("__type__") == INTERVAL_TYPE:
+        return IntervalSchedule(value["seconds"])
+    return value
+
+
+class BatchEntry(RedBeatSchedulerEntry):
+    """A RedBeat entry whose zset score is its true next fire time."""
+
+    @staticmethod
+    def decode_definition(definition: str) -> dict[str, Any]:
+        decoded = json.loads(definition, cls=RedBeatJSONDecoder)
+        decoded["schedule"] = _decode_schedule(decoded.get("schedule"))
+        return decoded
+
+    @property
+    def due_at(self) -> datetime | None:
+        # RedBeat 2.4.2 adds a remaining time counted from now to the last run time,
+        # which scores an entry with an old last run too early; ours is exact.
+        if self.last_run_at is None:
+            return self._default_now()
+        if isinstance(self.schedule, FireTimes):
+            return self.schedule.next_after(self.last_run_at)
+        return super().due_at
+
+    def definition_json(self) -> str:
+        """The entry's definition as RedBeat stores it, encoded with our schedule types."""
+        definition = {
+            "name": self.name,
+            "task": self.task,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "options": self.options,
+            "schedule": self.schedule,
+            "enabled": self.enabled,
+        }
+        return json.dumps(definition, cls=ScheduleEncoder)
+
+    def save(self) -> BatchEntry:
+        """Write definition, meta (only if absent) and score, like RedBeat with our encoder."""
+        meta = {"last_run_at": self.last_run_at}
+        with get_redis(self.app).pipeline() as pipe:
+            pipe.hset(self.key, "definition", self.definition_json())
+            pipe.hsetnx(self.key, "meta", json.dumps(meta, cls=ScheduleEncoder))
+            pipe.zadd(self.app.redbeat_conf.schedule_key, {self.key: self.score})
+            pipe.execute()
+        return self
+
+
+def entry_for(celery: Celery, row: Schedule, last_run_at: datetime | None) -> BatchEntry:
+    """The RedBeat entry derived from a SQL schedule row."""
+    kwargs: dict[str, Any] = {
+        "job": row.job,
+        "params": row.params,
+        "trigger": f"schedule:{row.name}",
+        "schedule": row.name,
+        "overlap": row.overlap,
+        "deadline_seconds": row.deadline_seconds,
+    }
+    options: dict[str, Any] = {"queue": row.queue or celery.batch_core.jobs.get(row.job).queue}
+    if row.priority is not None:
+        options["priority"] = message_priority(celery, row.priority)
+    schedule = make_schedule(
+        cron=row.cron, timezone=row.timezone, interval_seconds=row.interval_seconds
+    )
+    return BatchEntry(
+        name=row.name,
+        task=TASK_START_RUN,
+        schedule=schedule,
+        kwargs=kwargs,
+        options=options,
+        enabled=True,
+        last_run_at=last_run_at,
+        app=celery,
+    )
+
+
+def write_entry(celery: Celery, row: Schedule) -> None:
+    """Write one schedule through to RedBeat, keeping its last fire time if it has one."""
+    if not row.enabled:
+        delete_entry(celery, row.name)
+        return
+    key = BatchEntry.generate_key(celery, row.name)
+    last_run_at = BatchEntry.load_meta(key, app=celery).get("last_run_at")
+    entry_for(celery, row, last_run_at or utcnow()).save()
+
+
+def last_fire_times(celery: Celery, names: list[str]) -> dict[str, datetime | None]:
+    """Each named schedule's last fire time as RedBeat holds it, in one Redis round trip."""
+    with get_redis(celery).pipeline() as pipe:
+        for name in names:
+            pipe.hget(BatchEntry.generate_key(celery, name), "meta")
+        metas = pipe.execute()
+    return {
+        name: BatchEntry.decode_meta(meta).get("last_run_at")
+        for name, meta in zip(names, metas, strict=True)
+    }
+
+
+def delete_entry(celery: Celery, name: str) -> None:
+    """Remove a schedule's RedBeat entry (no-op if absent)."""
+    BatchEntry(name=name, app=celery).delete()
+
+
+def schedule_lock(celery: Celery) -> Lock:
+    """The lock held while SQL schedules and RedBeat entries are changed together.
+
+    Edits hold it across their SQL commit and Redis write, and reconcile across its SQL
+    read and Redis writes, so reconcile never works from a snapshot older than an edit.
+    """
+    return get_redis(celery).lock(
+        SCHEDULE_LOCK_KEY, timeout=SCHEDULE_LOCK_SECONDS, blocking_timeout=SCHEDULE_LOCK_SECONDS
+    )

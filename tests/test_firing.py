@@ -1,0 +1,135 @@
+"""Beat's tick, one step at a time: batches of due entries sent once each, recorded, and an edit
+or a delete that lands while a fire is being sent wins (real Redis, real broker, no beat)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from celery import Celery
+from kombu import Connection
+
+from batch.core import Core
+from batch.cron import IntervalSchedule
+from batch.db import utcnow
+from batch.entries import BatchEntry, delete_entry
+from batch.firing import FIRE_BATCH, Firing
+
+#: A queue no test worker consumes: the fires stay there to be counted and read.
+QUEUE = "beat-test"
+
+
+@pytest.fixture
+def firing(core: Core, celery_app: Celery) -> Iterator[Firing]:
+    schedule_key = celery_app.redbeat_conf.schedule_key
+    for key in core.redis.zrange(schedule_key, 0, -1):
+        core.redis.delete(key)
+    core.redis.delete(schedule_key)
+    with celery_app.connection_for_write() as connection:
+        drain(celery_app, connection)
+    yield Firing(celery_app, core.redis, BatchEntry.decode_definition)
+    with celery_app.connection_for_write() as connection:
+        drain(celery_app, connection)
+
+
+def add_entry(celery: Celery, name: str, seconds: int, last_run_at: datetime) -> BatchEntry:
+    entry = BatchEntry(
+        name=name, task="batch.start_run", schedule=IntervalSchedule(seconds),
+        kwargs={"job": "tests.sum", "params": {}, "trigger": f"schedule:{name}", "schedule": name},
+        options={"queue": QUEUE}, enabled=True, last_run_at=last_run_at, app=celery,
+    )  # fmt: skip
+    return entry.save()
+
+
+def drain(celery: Celery, connection: Connection) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every fire waiting in QUEUE: (schedule, scheduled_for, headers), removed from it."""
+    queue = celery.amqp.queues[QUEUE](connection.default_channel)
+    queue.declare()
+    fires = []
+    while (message := queue.get(no_ack=True)) is not None:
+        _, kwargs, _ = message.decode()
+        fires.append((kwargs["schedule"], kwargs["scheduled_for"], message.headers))
+    return fires
+
+
+def fire_all(firing: Firing, celery: Celery) -> list[int]:
+    """Run steps until one finds fewer than a batch due; each step's count of due keys."""
+    counts = []
+    with celery.producer_or_acquire() as producer:
+        while True:
+            counts.append(firing.fire_due(producer))
+            if counts[-1] < FIRE_BATCH:
+                return counts
+
+
+def test_a_burst_larger_than_a_batch_is_sent_once_each_and_recorded(
+    core: Core, celery_app: Celery, firing: Firing
+) -> None:
+    last = utcnow().replace(microsecond=0) - timedelta(seconds=90)
+    names = [f"burst-{i:04d}" for i in range(FIRE_BATCH * 2 + 200)]
+    for name in names:
+        add_entry(celery_app, name, 60, last)
+    assert fire_all(firing, celery_app) == [FIRE_BATCH, FIRE_BATCH, 200]
+    fire_at = last + timedelta(seconds=60)  # the newest fire due; none older is sent
+    with celery_app.connection_for_write() as connection:
+        fires = drain(celery_app, connection)
+    assert sorted((name, when) for name, when, _ in fires) == [
+        (name, fire_at.isoformat()) for name in names
+    ]
+    assert all("batch_sent_at" in headers for _, _, headers in fires)
+    schedule_key = celery_app.redbeat_conf.schedule_key
+    for name in (names[0], names[FIRE_BATCH], names[-1]):
+        key = BatchEntry.generate_key(celery_app, name)
+        assert BatchEntry.load_meta(key, app=celery_app)["last_run_at"] == fire_at
+        assert core.redis.zscore(schedule_key, key) == (fire_at + timedelta(seconds=60)).timestamp()
+    assert fire_all(firing, celery_app) == [0]
+    # The sleep is read from the zset: until the earliest next fire (about 30 s away), at most
+    # the loop interval.
+    wait = (fire_at + timedelta(seconds=60)).timestamp() - utcnow().timestamp()
+    assert firing.seconds_to_next(1.0) == 1.0
+    assert wait - 1 < firing.seconds_to_next(60) <= wait
+
+
+def during_send(firing: Firing, action: Callable[[], None]) -> None:
+    """Make ``action`` happen after the due entries are read and before their fires are sent."""
+    send = firing._send
+
+    def send_after_action(*args: Any) -> None:
+        action()
+        send(*args)
+
+    firing._send = send_after_action  # type: ignore[method-assign]
+
+
+def test_an_edit_or_delete_that_lands_while_the_fire_is_sent_wins(
+    core: Core, celery_app: Celery, firing: Firing
+) -> None:
+    last = utcnow().replace(microsecond=0) - timedelta(seconds=61)
+    fire_at = last + timedelta(seconds=60)
+    add_entry(celery_app, "edited", 60, last)
+    add_entry(celery_app, "deleted", 60, last)
+
+    def edit_and_delete() -> None:
+        # As an edit writes through: a new definition, the meta kept (only set if absent).
+        add_entry(celery_app, "edited", 3600, last)
+        delete_entry(celery_app, "deleted")
+
+    during_send(firing, edit_and_delete)
+    assert fire_all(firing, celery_app) == [2]
+    with celery_app.connection_for_write() as connection:
+        fired = sorted(name for name, _, _ in drain(celery_app, connection))
+    assert fired == ["deleted", "edited"]  # both were due when read, and sent
+    schedule_key = celery_app.redbeat_conf.schedule_key
+    deleted = BatchEntry.generate_key(celery_app, "deleted")
+    assert not core.redis.exists(deleted)
+    assert core.redis.zscore(schedule_key, deleted) is None
+    # The edited entry keeps its fire as sent, and is scored by its new timing, not the old.
+    edited = BatchEntry.generate_key(celery_app, "edited")
+    assert BatchEntry.load_meta(edited, app=celery_app)["last_run_at"] == fire_at
+    firing._send = Firing._send.__get__(firing)  # type: ignore[method-assign]
+    assert fire_all(firing, celery_app) == [1]  # read again: not due by its new timing
+    assert core.redis.zscore(schedule_key, edited) == (fire_at + timedelta(hours=1)).timestamp()
+    with celery_app.connection_for_write() as connection:
+        assert drain(celery_app, connection) == []
