@@ -12,18 +12,28 @@ from sqlalchemy import select
 
 from batch import users
 from batch.core import Core
-from batch.models import ApiToken, AuditEntry, Run, RunChunk, Schedule, User, UserSession
+from batch.models import (
+    ApiToken,
+    AuditEntry,
+    Run,
+    RunChunk,
+    Schedule,
+    ScheduleChange,
+    User,
+    UserSession,
+)
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 #: The tables a request can write: the accounts too, down to when each was last used.
-STORED = (Schedule, Run, RunChunk, AuditEntry, User, ApiToken, UserSession)
+STORED = (Schedule, ScheduleChange, Run, RunChunk, AuditEntry, User, ApiToken, UserSession)
 
 
 def stored_state(core: Core) -> tuple[Any, ...]:
-    """What a refused request must leave as it was: every row a request can write (schedules,
-    runs, their chunks, the audit log, users, tokens, sessions) and every RedBeat key, dumped."""
+    """What a refused request must leave as it was: every row a request can write (schedules
+    and the notes of their changes, runs, their chunks, the audit log, users, tokens, sessions)
+    and every RedBeat key, dumped."""
     with core.reading() as session:
         tables = tuple(
             sorted(map(repr, session.execute(select(model.__table__)).all())) for model in STORED
