@@ -7,7 +7,8 @@ computed before firing. Here one step is:
 1. ``ZRANGEBYSCORE`` for up to ``FIRE_BATCH`` due keys;
 2. one pipelined ``HMGET`` of their definitions and metas (a definition is decoded once, then
    kept while its JSON is unchanged);
-3. the fires sent in one kombu publish batch (a Redis pipeline on a Redis broker);
+3. the fires pushed in one pipeline on a Redis broker, written as kombu's Redis transport
+   writes them (``redis_broker.push_task_messages``); one kombu publish batch on another;
 4. one Lua call that records each fire (meta and next score), only for entries whose
    definition is still the one fired: an edit or a delete that landed meanwhile wins.
 
@@ -29,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import Celery
+from celery.utils.nodenames import anon_nodename
 from kombu import Producer
 from kombu.utils.uuid import uuid
 from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
@@ -37,6 +39,8 @@ from redis import Redis
 from batch.constants import SENT_AT_HEADER
 from batch.cron import FireTimes
 from batch.db import utcnow
+from batch.exceptions import UserError
+from batch.redis_broker import TaskMessage, push_task_messages
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,21 @@ MIN_SLEEP_SECONDS = 0.005
 MAX_CACHED_DEFINITIONS = 500_000
 #: Fires named in a step's log line; the rest are counted.
 LOGGED_FIRES = 20
+
+# KEYS[1]: the schedule zset. ARGV[1]: now (a score), ARGV[2]: the most keys to load.
+# Returns (key, SHA-1 of its definition or false, meta or false) per due key: beat keeps the
+# definitions it decoded by digest and fetches only the ones it does not have.
+LOAD_DUE = """
+local keys = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, ARGV[2])
+local loaded = {}
+for _, key in ipairs(keys) do
+    local stored = redis.call('HMGET', key, 'definition', 'meta')
+    loaded[#loaded + 1] = key
+    loaded[#loaded + 1] = stored[1] and redis.sha1hex(stored[1])
+    loaded[#loaded + 1] = stored[2]
+end
+return loaded
+"""
 
 # KEYS[1]: the schedule zset. ARGV: (key, definition digest, meta, next score) per fire.
 # A fire is recorded only if its entry still has the definition it was fired from: a deleted
@@ -91,11 +110,16 @@ class Firing:
         self.client = client
         self.schedule_key: str = app.redbeat_conf.schedule_key
         self._decode_definition = decode
+        self._load_due = client.register_script(LOAD_DUE)
         self._record = client.register_script(RECORD_FIRES)
+        #: key -> (digest, decoded definition), and key -> (meta JSON, its values) as recorded.
         self._definitions: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._metas: dict[str, tuple[str, dict[str, Any]]] = {}
         #: Queues declared on the current broker connection (RabbitMQ drops a message sent
         #: to a queue that does not exist yet).
         self._declared: set[str] = set()
+        #: The sender's name in each message (Celery computes it per message otherwise).
+        self._origin = anon_nodename()
 
     def forget_connection(self) -> None:
         """The broker connection was replaced: declare the queues again on the new one."""
@@ -104,28 +128,26 @@ class Firing:
     def fire_due(self, producer: Producer) -> int:
         """Send and record up to ``FIRE_BATCH`` due fires; how many keys were due."""
         now = utcnow()
-        keys = self.client.zrangebyscore(self.schedule_key, 0, now.timestamp(), 0, FIRE_BATCH)
-        if not keys:
+        loaded = self._load_due(keys=[self.schedule_key], args=[now.timestamp(), FIRE_BATCH])
+        if not loaded:
             return 0
-        with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hmget(key, "definition", "meta")
-            stored = pipe.execute()
+        due = list(zip(loaded[0::3], loaded[1::3], loaded[2::3], strict=True))
+        self._fetch_definitions([(key, digest) for key, digest, _ in due])
         fires: list[Fire] = []
         rescored: dict[str, float] = {}
-        for key, (definition, meta) in zip(keys, stored, strict=True):
-            fire = self._due(key, definition, meta, now)
+        for key, digest, meta in due:
+            fire = self._due(key, digest, meta, now)
             if isinstance(fire, Fire):
                 fires.append(fire)
             else:
                 rescored[key] = fire
         if fires:
             self._send(producer, fires)
-            self._record(keys=[self.schedule_key], args=_record_args(fires))
+            self._record(keys=[self.schedule_key], args=self._record_args(fires))
             log.info("beat: sent %d fire(s): %s", len(fires), _named(fires))
         if rescored:
             self._rescore(rescored)
-        return len(keys)
+        return len(due)
 
     def seconds_to_next(self, max_interval: float) -> float:
         """How long to sleep: until the earliest entry is due, at most ``max_interval``."""
@@ -135,63 +157,112 @@ class Firing:
         wait = earliest[0][1] - time.time()
         return min(max(wait, MIN_SLEEP_SECONDS), max_interval)
 
-    def _due(self, key: str, definition: str | None, meta: str | None, now: datetime) -> Any:
+    def _due(self, key: str, digest: str | None, meta: str | None, now: datetime) -> Any:
         """The Fire of a due entry; else the score it should have (-1: none, drop it)."""
-        if not definition:
-            return -1.0  # deleted since the zset was read
-        decoded = self._decode(key, definition)
-        schedule = decoded.get("schedule")
-        if not isinstance(schedule, FireTimes) or not decoded.get("enabled", True):
-            log.warning("beat: %s is not a batch schedule; reconcile removes it", key)
-            return -1.0
-        meta_values = json.loads(meta, cls=RedBeatJSONDecoder) if meta else {}
-        last = meta_values.get("last_run_at")
+        cached = self._definitions.get(key)
+        if not digest or cached is None or cached[0] != digest:
+            return -1.0  # deleted since it was loaded, or not a definition beat can read
+        definition = cached[1]
+        schedule = definition["schedule"]
+        values = self._meta_values(key, meta)
+        last = values.get("last_run_at")
         if last is not None and (next_at := schedule.next_after(last)) > now:
             return next_at.timestamp()  # its score was stale: not due yet
         fire_at = schedule.latest_due(last, now)
         return Fire(
             key=key,
-            digest=hashlib.sha1(definition.encode()).hexdigest(),
-            definition=decoded,
+            digest=digest,
+            definition=definition,
             fire_at=fire_at,
             next_at=schedule.next_after(fire_at),
-            run_count=int(meta_values.get("total_run_count") or 0) + 1,
+            run_count=int(values.get("total_run_count") or 0) + 1,
         )
 
-    def _decode(self, key: str, definition: str) -> dict[str, Any]:
-        cached = self._definitions.get(key)
-        if cached is not None and cached[0] == definition:
-            return cached[1]
-        decoded = self._decode_definition(definition)
-        if len(self._definitions) >= MAX_CACHED_DEFINITIONS:
+    def _fetch_definitions(self, due: list[tuple[str, str | None]]) -> None:
+        """Decode the definitions of ``due`` not yet decoded (new or changed since)."""
+        missing = [
+            key for key, digest in due if digest and self._definitions.get(key, ("",))[0] != digest
+        ]
+        if not missing:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in missing:
+                pipe.hget(key, "definition")
+            definitions = pipe.execute()
+        if len(self._definitions) + len(missing) > MAX_CACHED_DEFINITIONS:
             self._definitions.clear()
-        self._definitions[key] = (definition, decoded)
-        return decoded
+        for key, definition in zip(missing, definitions, strict=True):
+            if definition is None:
+                continue  # deleted meanwhile
+            try:
+                decoded = self._decode_definition(definition)
+            except (ValueError, KeyError, TypeError, UserError) as exc:
+                log.warning("beat: %s has a definition beat cannot read (%s); dropped", key, exc)
+                continue
+            if not isinstance(decoded.get("schedule"), FireTimes) or not decoded.get("enabled"):
+                log.warning("beat: %s is not a batch schedule; dropped", key)
+                continue
+            digest = hashlib.sha1(definition.encode()).hexdigest()
+            self._definitions[key] = (digest, decoded)
+
+    def _meta_values(self, key: str, meta: str | None) -> dict[str, Any]:
+        if not meta:
+            return {}
+        cached = self._metas.get(key)
+        if cached is not None and cached[0] == meta:
+            return cached[1]
+        values: dict[str, Any] = json.loads(meta, cls=RedBeatJSONDecoder)
+        return values
+
+    def _record_args(self, fires: list[Fire]) -> list[Any]:
+        """The record script's arguments; each meta kept, so the next fire need not decode it."""
+        if len(self._metas) + len(fires) > MAX_CACHED_DEFINITIONS:
+            self._metas.clear()
+        args: list[Any] = []
+        for fire in fires:
+            values = {"last_run_at": fire.fire_at, "total_run_count": fire.run_count}
+            meta = json.dumps(values, cls=RedBeatJSONEncoder)
+            self._metas[fire.key] = (meta, values)
+            args += [fire.key, fire.digest, meta, fire.next_at.timestamp()]
+        return args
 
     def _send(self, producer: Producer, fires: list[Fire]) -> None:
-        amqp = self.app.amqp
-        sent_at = {SENT_AT_HEADER: utcnow().isoformat(), "celery_beat_task": True}
+        headers = {SENT_AT_HEADER: utcnow().isoformat(), "celery_beat_task": True}
+        messages = [self._message(fire, headers) for fire in fires]
+        if producer.connection.transport.driver_type == "redis":
+            push_task_messages(producer.channel, messages)
+            return
         with producer.batch(max_size=2 * FIRE_BATCH):
-            for fire in fires:
-                definition = fire.definition
-                kwargs = {**definition["kwargs"], "scheduled_for": fire.fire_at.isoformat()}
-                options = definition.get("options") or {}
-                self._declare(producer, options.get("queue"))
-                message = amqp.create_task_message(
-                    uuid(), definition["task"], (), kwargs,
-                    # What the worker's log shows for it; Celery's saferepr of the kwargs costs
-                    # more than the rest of the send.
-                    argsrepr="()", kwargsrepr=f"{{schedule: {definition.get('name')!r}}}",
-                )  # fmt: skip
-                amqp.send_task_message(
-                    producer, definition["task"], message,
-                    queue=options.get("queue"), priority=options.get("priority"),
-                    headers=dict(sent_at), declare=[], retry=False,
+            for message in messages:
+                self._declare(producer, message.queue)
+                self.app.amqp.send_task_message(
+                    producer, message.headers["task"],
+                    (message.headers, message.properties, message.body, None),
+                    queue=message.queue, priority=message.priority, declare=[], retry=False,
                 )  # fmt: skip
 
-    def _declare(self, producer: Producer, queue: str | None) -> None:
+    def _message(self, fire: Fire, headers: dict[str, Any]) -> TaskMessage:
+        definition = fire.definition
+        options = definition.get("options") or {}
+        kwargs = {**definition["kwargs"], "scheduled_for": fire.fire_at.isoformat()}
+        message_headers, properties, body, _ = self.app.amqp.create_task_message(
+            uuid(), definition["task"], (), kwargs,
+            # What the worker's log shows for it; Celery's saferepr of the kwargs costs more
+            # than the rest of the send.
+            argsrepr="()", kwargsrepr=f"{{schedule: {definition.get('name')!r}}}",
+            origin=self._origin,
+        )  # fmt: skip
+        return TaskMessage(
+            headers={**message_headers, **headers},
+            properties=properties,
+            body=body,
+            queue=options.get("queue") or self.app.amqp.default_queue.name,
+            priority=options.get("priority") or 0,
+        )
+
+    def _declare(self, producer: Producer, queue: str) -> None:
         if queue not in self._declared:
-            producer.maybe_declare(self.app.amqp.queues[queue or self.app.amqp.default_queue.name])
+            producer.maybe_declare(self.app.amqp.queues[queue])
             self._declared.add(queue)
 
     def _rescore(self, scores: dict[str, float]) -> None:
@@ -202,15 +273,6 @@ class Firing:
                 else:
                     pipe.zadd(self.schedule_key, {key: score}, xx=True)
             pipe.execute()
-
-
-def _record_args(fires: list[Fire]) -> list[Any]:
-    args: list[Any] = []
-    for fire in fires:
-        meta = {"last_run_at": fire.fire_at, "total_run_count": fire.run_count}
-        meta_json = json.dumps(meta, cls=RedBeatJSONEncoder)
-        args += [fire.key, fire.digest, meta_json, fire.next_at.timestamp()]
-    return args
 
 
 def _named(fires: list[Fire]) -> str:

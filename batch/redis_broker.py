@@ -1,21 +1,29 @@
-"""What a Redis broker holds, read the way kombu's Redis transport stores it.
+"""What a Redis broker holds, read and written the way kombu's Redis transport stores it.
 
 kombu keeps a queue as one Redis list per priority step, pushing on the left and taking from
 the right. A message a worker took and has not acknowledged waits in the ``unacked`` hash
 (delivery tag -> ``[message, exchange, routing key]``), the time it was taken in the
 ``unacked_index`` sorted set; kombu puts it back in its queue only after the visibility
 timeout (an hour). The recovery sweep reads both to find what a lost worker node held.
+
+Beat pushes its fires the same way kombu would (``push_task_messages``): kombu's publish path
+costs about 150 us a message on the development machine, most of it generic (retries,
+declarations, signals), which made a burst of 10,000 fires take seconds.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from kombu.serialization import dumps as serialize
+from kombu.transport.redis import Channel
+from kombu.utils.uuid import uuid
 
 from batch import queries
 from batch.constants import SENT_AT_HEADER
@@ -26,6 +34,52 @@ UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"
 #: Taken messages read per call, oldest first.
 MAX_TAKEN = 10_000
+#: kombu's delivery mode for a persistent message (Celery's default).
+PERSISTENT = 2
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """A Celery task message to push: what ``app.amqp.create_task_message`` built, and where."""
+
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+    body: Any
+    queue: str
+    priority: int
+
+
+def push_task_messages(channel: Channel, messages: Iterable[TaskMessage]) -> int:
+    """Push the messages on the broker in one pipeline, as kombu's publish would; how many."""
+    pushed = 0
+    with channel.client.pipeline(transaction=False) as pipe:
+        for message in messages:
+            key, payload = envelope(channel, message)
+            pipe.lpush(key, payload)
+            pushed += 1
+        pipe.execute()
+    return pushed
+
+
+def envelope(channel: Channel, message: TaskMessage) -> tuple[str, str]:
+    """The list a message goes to and its JSON, as kombu's Redis transport writes them."""
+    content_type, content_encoding, body = serialize(message.body, serializer="json")
+    payload = {
+        "body": base64.b64encode(body.encode()).decode(),
+        "content-encoding": content_encoding,
+        "content-type": content_type,
+        "headers": message.headers,
+        "properties": {
+            **message.properties,
+            "delivery_mode": PERSISTENT,
+            "delivery_info": {"exchange": "", "routing_key": message.queue},
+            "priority": message.priority,
+            "body_encoding": "base64",
+            "delivery_tag": uuid(),
+        },
+    }
+    key = channel._q_for_pri(message.queue, channel.priority(message.priority))
+    return key, json.dumps(payload)
 
 
 @dataclass(frozen=True)

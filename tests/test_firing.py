@@ -3,6 +3,7 @@ or a delete that lands while a fire is being sent wins (real Redis, real broker,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from batch.cron import IntervalSchedule
 from batch.db import utcnow
 from batch.entries import BatchEntry, delete_entry
 from batch.firing import FIRE_BATCH, Firing
+from batch.redis_broker import TaskMessage, push_task_messages
 
 #: A queue no test worker consumes: the fires stay there to be counted and read.
 QUEUE = "beat-test"
@@ -133,3 +135,29 @@ def test_an_edit_or_delete_that_lands_while_the_fire_is_sent_wins(
     assert core.redis.zscore(schedule_key, edited) == (fire_at + timedelta(hours=1)).timestamp()
     with celery_app.connection_for_write() as connection:
         assert drain(celery_app, connection) == []
+
+
+def test_a_fire_pushed_on_a_redis_broker_is_the_message_kombu_writes(
+    core: Core, celery_app: Celery
+) -> None:
+    with celery_app.connection_for_write() as connection:
+        if connection.transport.driver_type != "redis":
+            pytest.skip("the broker is not Redis: fires go through kombu's publish")
+        channel = connection.default_channel
+        headers, properties, body, _ = celery_app.amqp.create_task_message(
+            "a-task-id", "batch.start_run", (), {"schedule": "s", "scheduled_for": "t"},
+            argsrepr="()", kwargsrepr="{schedule: 's'}",
+        )  # fmt: skip
+        message = TaskMessage(headers, properties, body, queue=QUEUE, priority=6)
+        with connection.Producer() as producer:
+            celery_app.amqp.send_task_message(
+                producer, "batch.start_run", (dict(headers), dict(properties), body, None),
+                queue=QUEUE, priority=6, declare=[], retry=False,
+            )  # fmt: skip
+        push_task_messages(channel, [message])
+        key = channel._q_for_pri(QUEUE, channel.priority(6))
+        pushed, published = (json.loads(raw) for raw in core.redis.lpop(key, 2))
+        assert core.redis.llen(key) == 0
+    for payload in (pushed, published):
+        payload["properties"].pop("delivery_tag")
+    assert pushed == published
