@@ -23,8 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,6 +53,8 @@ FIRE_BATCH = 500
 MIN_SLEEP_SECONDS = 0.005
 #: Decoded definitions kept (one per schedule); past this the cache starts again.
 MAX_CACHED_DEFINITIONS = 500_000
+#: Signals that stop beat on purpose: held while a step sends and records its fires.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: Fires named in a step's log line; the rest are counted.
 LOGGED_FIRES = 20
 
@@ -142,8 +147,11 @@ class Firing:
             else:
                 rescored[key] = fire
         if fires:
-            self._send(producer, fires)
-            self._record(keys=[self.schedule_key], args=self._record_args(fires))
+            # A beat told to stop (SIGTERM, Ctrl-C) stops after recording what it sent: a fire
+            # is sent twice only if beat dies between the two (kill -9, a crash).
+            with _stop_signals_deferred():
+                self._send(producer, fires)
+                self._record(keys=[self.schedule_key], args=self._record_args(fires))
             log.info("beat: sent %d fire(s): %s", len(fires), _named(fires))
         if rescored:
             self._rescore(rescored)
@@ -273,6 +281,26 @@ class Firing:
                 else:
                     pipe.zadd(self.schedule_key, {key: score}, xx=True)
             pipe.execute()
+
+
+@contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT until the block ends, then let their handlers run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = {
+        signum: signal.signal(signum, lambda number, _frame: received.append(number))
+        for signum in STOP_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
+        for signum in received:
+            signal.raise_signal(signum)
 
 
 def _named(fires: list[Fire]) -> str:
