@@ -93,6 +93,12 @@ class Schedule(Base):
     """The durable truth of a schedule; RedBeat entries are derived from these rows."""
 
     __tablename__ = "schedules"
+    __table_args__ = (
+        # The list's filters, each in name order (the admin's pages, `batch schedules list`).
+        Index("ix_schedules_job", "job", "name"),
+        Index("ix_schedules_queue", "queue", "name"),
+        Index("ix_schedules_enabled", "enabled", "name"),
+    )
 
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     job: Mapped[str] = mapped_column(String(200))

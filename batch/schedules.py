@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal, NamedTuple
 
 from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from batch import entries, storable
@@ -22,6 +25,7 @@ from batch.core import Core
 from batch.cron import MAX_INTERVAL_SECONDS, make_schedule
 from batch.db import utcnow
 from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
+from batch.jobs import JobRegistry
 from batch.models import AuditEntry, Run, Schedule
 from batch.reconcile import record_changes
 
@@ -52,9 +56,15 @@ SPEC_FIELDS = (
 AUDITED_FIELDS = (*SPEC_FIELDS, "source")
 #: What storing a spec did (or, for ``diff_schedules``, would do) to one schedule.
 ChangeAction = Literal["created", "updated", "unchanged", "kept"]
-#: How a spec is stored; "new" creates a missing schedule and leaves an existing one alone.
-StoreMode = Literal["create", "update", "upsert", "new"]
+#: How a spec is stored: as a new schedule, over an existing one, or either.
+StoreMode = Literal["create", "update", "upsert"]
+#: Schedules fetched per SQL query by name (a bound on the query's parameters).
+READ_BATCH = 1000
+#: Names a log line shows before "and N more".
+LOGGED_NAMES = 20
 PLANNED = {"created": "would create", "updated": "would update"}
+#: Params checked per (job, repr of the params): the stored params, or the errors by field.
+ParamsMemo = dict[tuple[str, str], tuple[dict[str, Any], dict[str, str]]]
 
 
 class ScheduleSpec(BaseModel):
@@ -103,10 +113,15 @@ class ScheduleSpec(BaseModel):
         return queue
 
 
-def validate_schedule(core: Core, data: Mapping[str, Any]) -> ScheduleSpec:
+def validate_schedule(
+    core: Core, data: Mapping[str, Any], *, checked: ParamsMemo | None = None
+) -> ScheduleSpec:
     """Check everything about a schedule before it is stored; raises InvalidSchedule.
 
     Every problem is reported at once: fields, the job and its params, and the timing.
+    ``checked`` (one dict shared by a batch of specs) remembers each job's params as checked
+    once, against the batch's first ``now``, so that 10,000 files with the same params are
+    validated once.
     """
     raw = dict(data)
     errors: dict[str, str] = {
@@ -120,16 +135,17 @@ def validate_schedule(core: Core, data: Mapping[str, Any]) -> ScheduleSpec:
     except ValidationError as exc:
         for error in exc.errors():
             errors.setdefault(".".join(map(str, error["loc"])) or "schedule", error["msg"])
-    given = _check_job_and_params(core, raw, errors)
+    given = _check_job_and_params(core, raw, errors, {} if checked is None else checked)
     _check_timing(spec, raw, errors)
     if errors or spec is None:
         raise InvalidSchedule(errors)
     # Keep only the params given (coerced): time-relative defaults resolve at each fire.
-    return spec.model_copy(update={"params": given})
+    spec.params = given
+    return spec
 
 
 def _check_job_and_params(
-    core: Core, raw: dict[str, Any], errors: dict[str, str]
+    core: Core, raw: dict[str, Any], errors: dict[str, str], checked: ParamsMemo
 ) -> dict[str, Any]:
     job_name, params = raw.get("job"), raw.get("params", {})
     if not isinstance(job_name, str) or "job" in errors:
@@ -141,13 +157,18 @@ def _check_job_and_params(
         return {}
     if not isinstance(params, Mapping):
         return {}
-    try:
-        validated = job.validate_params(params, now=utcnow())
-    except InvalidParams as exc:
-        for key, message in exc.body_errors().items():
-            errors.setdefault(key, message)
-        return {}
-    return validated.model_dump(mode="json", include=validated.model_fields_set)
+    key = (job_name, repr(params))
+    if key not in checked:
+        try:
+            validated = job.validate_params(params, now=utcnow())
+            stored = validated.model_dump(mode="json", include=validated.model_fields_set)
+            checked[key] = (stored, {})
+        except InvalidParams as exc:
+            checked[key] = ({}, exc.body_errors())
+    stored, problems = checked[key]
+    for field_name, message in problems.items():
+        errors.setdefault(field_name, message)
+    return dict(stored)
 
 
 def _check_timing(spec: ScheduleSpec | None, raw: dict[str, Any], errors: dict[str, str]) -> None:
@@ -163,11 +184,20 @@ def _check_timing(spec: ScheduleSpec | None, raw: dict[str, Any], errors: dict[s
         )
         if not types_ok or {"cron", "timezone", "interval_seconds"} & errors.keys():
             return
+    for key, message in _timing_problems(cron, timezone, interval):
+        errors.setdefault(key, message)
+
+
+@functools.lru_cache(maxsize=4096)
+def _timing_problems(
+    cron: str | None, timezone: str, interval: int | None
+) -> tuple[tuple[str, str], ...]:
+    """What is wrong with a timing (a line, its zone, an interval); the same for every spec."""
     try:
         make_schedule(cron=cron, timezone=timezone, interval_seconds=interval)
     except InvalidSchedule as exc:
-        for key, message in exc.errors.items():
-            errors.setdefault(key, message)
+        return tuple(exc.errors.items())
+    return ()
 
 
 def snapshot(row: Schedule) -> dict[str, Any]:
@@ -221,17 +251,23 @@ def compare(
     return ScheduleChange(spec.name, "updated" if fields else "unchanged", fields)
 
 
+def _audit_row(
+    actor: str, action: str, name: str, before: Any, after: Any, *, at: datetime | None = None
+) -> dict[str, Any]:
+    """An audit entry's columns (``at`` left to its default unless given)."""
+    row = {
+        "actor": actor,
+        "action": action,
+        "object_type": "schedule",
+        "object_name": name,
+        "before": before,
+        "after": after,
+    }
+    return row if at is None else {**row, "at": at}
+
+
 def _audit(session: Session, actor: str, action: str, name: str, before: Any, after: Any) -> None:
-    session.add(
-        AuditEntry(
-            actor=actor,
-            action=action,
-            object_type="schedule",
-            object_name=name,
-            before=before,
-            after=after,
-        )
-    )
+    session.add(AuditEntry(**_audit_row(actor, action, name, before, after)))
 
 
 def get_schedule(session: Session, name: str) -> Schedule:
@@ -277,9 +313,6 @@ def _store(
                 raise Conflict(f"schedule {spec.name!r} already exists")
             if row is None and mode == "update":
                 raise NotFound(f"schedule {spec.name!r} not found")
-            if row is not None and mode == "new":
-                # What it would change, as diff_schedules reports drift (the path not compared).
-                return row, replace(compare(spec, row), action="kept")
             change = compare(spec, row, source=source)
             before = snapshot(row) if row is not None else None
             if row is None:
@@ -293,23 +326,60 @@ def _store(
                 action = "create" if before is None else "update"
                 _audit(session, actor, action, spec.name, before, snapshot(row))
                 record_changes(session, [spec.name])
-        _follow_in_redbeat(celery, row)
+        _follow_in_redbeat(celery, [row])
     return row, change
 
 
 def set_enabled(core: Core, celery: Celery, name: str, enabled: bool, *, actor: str) -> Schedule:
     """Enable or disable a schedule (disabled ones are removed from RedBeat)."""
+    return set_enabled_many(core, celery, [name], enabled, actor=actor).rows[0]
+
+
+class EnabledResult(NamedTuple):
+    """What ``set_enabled_many`` did: every named row as it is now, and the names it changed."""
+
+    rows: list[Schedule]
+    changed: list[str]
+
+
+def set_enabled_many(
+    core: Core, celery: Celery, names: Sequence[str], enabled: bool, *, actor: str
+) -> EnabledResult:
+    """Enable or disable the named schedules in one transaction; NotFound changes nothing.
+
+    Each schedule that changes gets an audit entry and a change note; then every named
+    schedule is written through to RedBeat (disabled ones are removed), pipelined.
+    """
+    wanted = list(dict.fromkeys(names))
     with entries.schedule_lock(celery):
         with core.transaction() as session:
-            row = get_schedule(session, name)
-            if row.enabled != enabled:
+            rows = _schedules_named(session, wanted)
+            changed = [row for row in rows if row.enabled != enabled]
+            action, now, audits = ("enable" if enabled else "disable"), utcnow(), []
+            for row in changed:
                 before = snapshot(row)
-                row.enabled, row.updated_at = enabled, utcnow()
-                action = "enable" if enabled else "disable"
-                _audit(session, actor, action, name, before, snapshot(row))
-                record_changes(session, [name])
-        _follow_in_redbeat(celery, row)
-    return row
+                row.enabled, row.updated_at = enabled, now
+                audits.append(_audit_row(actor, action, row.name, before, snapshot(row), at=now))
+            if changed:
+                session.execute(AuditEntry.__table__.insert(), audits)
+                record_changes(session, [row.name for row in changed])
+        _follow_in_redbeat(celery, rows)
+    return EnabledResult(rows, [row.name for row in changed])
+
+
+def _schedules_named(session: Session, names: list[str]) -> list[Schedule]:
+    """The named schedules in the order given; NotFound names those that do not exist."""
+    found: dict[str, Schedule] = {}
+    valid = [name for name in names if NAME_RE.fullmatch(name)]
+    for start in range(0, len(valid), READ_BATCH):
+        part = select(Schedule).where(Schedule.name.in_(valid[start : start + READ_BATCH]))
+        found.update((row.name, row) for row in session.scalars(part))
+    missing = [name for name in names if name not in found]
+    if missing:
+        shown = ", ".join(map(repr, missing[:LOGGED_NAMES]))
+        more = f" and {len(missing) - LOGGED_NAMES} more" if len(missing) > LOGGED_NAMES else ""
+        raise NotFound(f"schedule {shown}{more} not found")
+    return [found[name] for name in names]
 
 
 def remove_schedule(core: Core, celery: Celery, name: str, *, actor: str) -> None:
@@ -320,28 +390,79 @@ def remove_schedule(core: Core, celery: Celery, name: str, *, actor: str) -> Non
             _audit(session, actor, "delete", name, snapshot(row), None)
             record_changes(session, [name])
             session.delete(row)
-        _follow_in_redbeat(celery, row, deleted=True)
+        _follow_in_redbeat(celery, [row], deleted=True)
 
 
-def _follow_in_redbeat(celery: Celery, row: Schedule, *, deleted: bool = False) -> None:
+def _follow_in_redbeat(celery: Celery, rows: Sequence[Schedule], *, deleted: bool = False) -> None:
     # Called after the SQL commit, under the schedule lock: RedBeat only ever follows a
     # committed state, so an edit refused at its commit leaves beat's entries untouched.
-    # If Redis fails here, SQL stays the truth and reconcile writes the entry on its pass.
+    # If Redis fails here, SQL stays the truth and reconcile writes the entries on its pass.
     try:
         if deleted:
-            entries.delete_entry(celery, row.name)
+            entries.delete_entries(celery, [row.name for row in rows])
         else:
-            entries.write_entry(celery, row)
+            entries.write_entries(celery, rows)
     except entries.REDIS_ERRORS as exc:
+        names = ", ".join(row.name for row in rows[:LOGGED_NAMES])
+        more = f" and {len(rows) - LOGGED_NAMES} more" if len(rows) > LOGGED_NAMES else ""
         log.warning(
-            "schedule %s saved; RedBeat not updated (%s): reconcile writes it within %ss",
-            row.name, exc, celery.batch_core.settings.reconcile_interval_seconds,
+            "schedule %s%s saved; RedBeat not updated (%s): reconcile writes it within %ss",
+            names, more, exc, celery.batch_core.settings.reconcile_interval_seconds,
         )  # fmt: skip
 
 
 def list_schedules(session: Session) -> list[Schedule]:
     """All schedules by name."""
     return list(session.scalars(select(Schedule).order_by(Schedule.name)))
+
+
+@dataclass(frozen=True)
+class ScheduleFilter:
+    """Which schedules a list or a bulk change means; a field left None does not filter."""
+
+    #: A part of the name, in any case.
+    search: str | None = None
+    job: str | None = None
+    #: The queue a schedule's runs go to: its own, else its job's.
+    queue: str | None = None
+    enabled: bool | None = None
+
+    def __bool__(self) -> bool:
+        return any(value is not None for value in vars(self).values())
+
+    def where(self, jobs: JobRegistry) -> list[ColumnElement[bool]]:
+        """The SQL conditions (indexed: ``ix_schedules_job``, ``_queue``, ``_enabled``)."""
+        conditions: list[ColumnElement[bool]] = []
+        if self.search:
+            conditions.append(Schedule.name.icontains(self.search, autoescape=True))
+        if self.job is not None:
+            conditions.append(Schedule.job == self.job)
+        if self.queue is not None:
+            by_default = [job.name for job in jobs if job.queue == self.queue]
+            conditions.append(
+                (Schedule.queue == self.queue)
+                | (Schedule.queue.is_(None) & Schedule.job.in_(by_default))
+            )
+        if self.enabled is not None:
+            conditions.append(Schedule.enabled.is_(self.enabled))
+        return conditions
+
+
+def find_schedules(
+    session: Session, jobs: JobRegistry, where: ScheduleFilter, *, limit: int, offset: int = 0
+) -> tuple[list[Schedule], int]:
+    """One page of the schedules ``where`` matches, by name, and how many match in all."""
+    conditions = where.where(jobs)
+    page = select(Schedule).where(*conditions).order_by(Schedule.name).limit(limit).offset(offset)
+    total = select(func.count()).select_from(Schedule).where(*conditions)
+    return list(session.scalars(page)), session.scalar(total) or 0
+
+
+def names_matching(session: Session, jobs: JobRegistry, where: ScheduleFilter) -> list[str]:
+    """The names of every schedule ``where`` matches, in order (for a bulk change)."""
+    return list(
+        session.scalars(select(Schedule.name).where(*where.where(jobs)).order_by(Schedule.name))
+    )
 
 
 def schedule_as_dict(row: Schedule) -> dict[str, Any]:
@@ -389,13 +510,14 @@ def load_schedule_files(core: Core, path: Path) -> list[ScheduleFile]:
     """Parse and validate ``path`` (a .toml file or a folder of them); all or nothing."""
     if not path.exists():
         raise InvalidSchedule({"path": f"{path} does not exist"})
-    files = sorted(path.glob("*.toml")) if path.is_dir() else [path]
+    files = sorted(path.glob("*.toml"), key=lambda file: file.name) if path.is_dir() else [path]
     loaded: dict[str, ScheduleFile] = {}
+    checked: ParamsMemo = {}
     for file in files:
         data = _read_toml(file)
         data.setdefault("name", file.stem)
         try:
-            spec = validate_schedule(core, data)
+            spec = validate_schedule(core, data, checked=checked)
         except InvalidSchedule as exc:
             raise InvalidSchedule({f"{file.name}: {k}": v for k, v in exc.errors.items()}) from None
         if spec.name in loaded:
@@ -406,10 +528,10 @@ def load_schedule_files(core: Core, path: Path) -> list[ScheduleFile]:
 
 
 def _read_toml(file: Path) -> dict[str, Any]:
-    if not file.is_file():
-        raise InvalidSchedule({str(file): "not a file"})
     try:
         text = file.read_bytes().decode("utf-8")
+    except (IsADirectoryError, FileNotFoundError):
+        raise InvalidSchedule({str(file): "not a file"}) from None
     except UnicodeDecodeError as exc:
         raise InvalidSchedule({str(file): f"not UTF-8 text (byte {exc.start})"}) from None
     except OSError as exc:
@@ -428,12 +550,68 @@ def import_schedules(
     Each schedule becomes what its file says, overwriting edits made in the admin, the API or
     the CLI. With ``only_new`` it creates only the schedules missing from SQL and leaves the
     others untouched ("kept"). Every schedule it stores records its file as ``source``.
+    All the changes are one transaction under one hold of the schedule lock, written through
+    to RedBeat after the commit; when nothing changed, nothing is written to SQL or Redis.
     """
-    mode: StoreMode = "new" if only_new else "upsert"
-    return [
-        _store(core, celery, spec, actor=actor, mode=mode, source=source)[1]
-        for source, spec in load_schedule_files(core, path)
-    ]
+    files = load_schedule_files(core, path)
+    with entries.schedule_lock(celery):
+        with core.reading() as session:
+            rows = _rows_named(session, [spec.name for _, spec in files])
+        changes = [
+            replace(compare(spec, rows[spec.name]), action="kept")
+            if only_new and spec.name in rows
+            else compare(spec, rows.get(spec.name), source=source)
+            for source, spec in files
+        ]
+        changed = [change for change in changes if change.action in ("created", "updated")]
+        if changed:
+            written = _write_changes(core, rows, changed, actor=actor)
+            _follow_in_redbeat(celery, written)
+    return changes
+
+
+def _rows_named(session: Session, names: list[str]) -> dict[str, Row[Any]]:
+    """The stored columns of each named schedule that exists, by name."""
+    found: dict[str, Row[Any]] = {}
+    columns = Schedule.__table__.columns
+    for start in range(0, len(names), READ_BATCH):
+        part = names[start : start + READ_BATCH]
+        found.update(
+            (row.name, row)
+            for row in session.execute(select(*columns).where(columns.name.in_(part)))
+        )
+    return found
+
+
+def _write_changes(
+    core: Core, rows: Mapping[str, Any], changed: list[ScheduleChange], *, actor: str
+) -> list[Any]:
+    """Store ``changed`` in one transaction with their audit entries and change notes."""
+    now = utcnow()
+    created, updated, audits, written = [], [], [], []
+    for change in changed:
+        row = rows.get(change.name)
+        before = snapshot(row) if row is not None else None
+        after = {**(before or {}), **{name: value for name, (_, value) in change.fields.items()}}
+        state = {"name": change.name, **after, "updated_at": now}
+        if row is None:
+            created.append({**state, "created_at": now})
+        else:
+            updated.append(state)
+        action = "create" if row is None else "update"
+        audits.append(_audit_row(actor, action, change.name, before, after, at=now))
+        written.append(SimpleNamespace(**state))
+    table = Schedule.__table__
+    with core.transaction() as session:
+        # Core statements, not ORM objects: one executemany each, whatever the count.
+        if created:
+            session.execute(table.insert(), created)
+        if updated:
+            by_name = table.update().where(table.c.name == bindparam("old_name"))
+            session.execute(by_name, [{**state, "old_name": state["name"]} for state in updated])
+        session.execute(AuditEntry.__table__.insert(), audits)
+        record_changes(session, [change.name for change in changed])
+    return written
 
 
 def diff_schedules(core: Core, path: Path) -> list[ScheduleChange]:

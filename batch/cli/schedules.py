@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from batch import schedules
-from batch.cli import Context, cli_actor, pass_context
+from batch.cli import Context, cli_actor, fail, pass_context
 
 DEFAULT_SCHEDULES_DIR = Path("schedules")
 #: ``batch schedules diff`` exits with this when the files and SQL differ (as diff(1) does).
@@ -20,18 +23,53 @@ def schedules_group() -> None:
     """Manage schedules (SQL is the truth; RedBeat is written through)."""
 
 
+#: Rows ``batch schedules list`` prints unless told otherwise.
+DEFAULT_LIMIT = 100
+
+
+def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--search, --job and --queue: the filters of list, enable and disable."""
+    for option in reversed(
+        (
+            click.option("--search", help="Only names containing this text (any case)."),
+            click.option("--job", help="Only schedules of this job."),
+            click.option("--queue", help="Only schedules whose runs go to this queue."),
+        )
+    ):
+        command = option(command)
+    return command
+
+
 @schedules_group.command("list")
+@filter_options
+@click.option("--enabled/--disabled", default=None, help="Only enabled (or disabled) ones.")
+@click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_LIMIT, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, in the API's shape.")
 @pass_context
-def schedules_list(ctx: Context) -> None:
-    """Every schedule with its job, timing and state."""
+def schedules_list(
+    ctx: Context,
+    search: str | None,
+    job: str | None,
+    queue: str | None,
+    enabled: bool | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Schedules by name with their job, timing and state (the first --limit that match)."""
+    where = schedules.ScheduleFilter(search=search, job=job, queue=queue, enabled=enabled)
     with ctx.core.reading() as session:
-        rows = schedules.list_schedules(session)
+        rows, total = schedules.find_schedules(session, ctx.core.jobs, where, limit=limit)
+        if as_json:
+            click.echo(json.dumps([schedules.schedule_as_dict(row) for row in rows], indent=2))
+            return
     for row in rows:
         timing = (
             f"cron '{row.cron}' ({row.timezone})" if row.cron else f"every {row.interval_seconds}s"
         )
         state = "enabled" if row.enabled else "disabled"
         click.echo(f"{row.name:<28} {row.job:<24} {timing:<32} {state}")
+    if total > len(rows):
+        click.echo(f"... and {total - len(rows)} more (of {total}; raise --limit or filter)")
 
 
 @schedules_group.command(
@@ -73,21 +111,47 @@ def schedules_diff(ctx: Context, path: Path) -> None:
 
 
 @schedules_group.command("enable")
-@click.argument("name")
+@click.argument("names", nargs=-1)
+@filter_options
+@click.option("--yes", is_flag=True, help="Do not ask before changing what the filters match.")
 @pass_context
-def schedules_enable(ctx: Context, name: str) -> None:
-    """Enable schedule NAME."""
-    schedules.set_enabled(ctx.core, ctx.celery, name, True, actor=cli_actor())
-    click.echo(f"enabled {name}")
+def schedules_enable(ctx: Context, names: tuple[str, ...], **options: Any) -> None:
+    """Enable the schedules NAMES, or every one the filters match."""
+    _set_enabled(ctx, names, True, **options)
 
 
 @schedules_group.command("disable")
-@click.argument("name")
+@click.argument("names", nargs=-1)
+@filter_options
+@click.option("--yes", is_flag=True, help="Do not ask before changing what the filters match.")
 @pass_context
-def schedules_disable(ctx: Context, name: str) -> None:
-    """Disable schedule NAME (it stays in SQL, it stops firing)."""
-    schedules.set_enabled(ctx.core, ctx.celery, name, False, actor=cli_actor())
-    click.echo(f"disabled {name}")
+def schedules_disable(ctx: Context, names: tuple[str, ...], **options: Any) -> None:
+    """Disable the schedules NAMES, or every one the filters match (they stay in SQL)."""
+    _set_enabled(ctx, names, False, **options)
+
+
+def _set_enabled(
+    ctx: Context, names: tuple[str, ...], enabled: bool, *, yes: bool, **filters: str | None
+) -> None:
+    verb = "enabled" if enabled else "disabled"
+    where = schedules.ScheduleFilter(**filters)
+    if bool(names) == bool(where):
+        fail("give either schedule NAMES or filters (--search, --job, --queue)")
+    if where:
+        with ctx.core.reading() as session:
+            names = tuple(schedules.names_matching(session, ctx.core.jobs, where))
+        if not names:
+            click.echo("no schedule matches")
+            return
+        if not yes:
+            click.confirm(f"{verb[:-1].capitalize()} {len(names)} schedule(s)?", abort=True)
+    done = schedules.set_enabled_many(ctx.core, ctx.celery, names, enabled, actor=cli_actor())
+    if where:
+        unchanged = len(names) - len(done.changed)
+        click.echo(f"{verb} {len(done.changed)} schedule(s), {unchanged} already {verb}")
+    else:
+        for name in dict.fromkeys(names):
+            click.echo(f"{verb} {name}")
 
 
 @schedules_group.command("remove")

@@ -1,0 +1,330 @@
+"""A fleet of schedules: bulk import, list filters and bulk enable/disable (real Redis and SQL)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from batch import schedules
+from batch.cli import main
+from batch.core import Core
+from batch.entries import BatchEntry
+from batch.exceptions import NotFound
+from batch.models import AuditEntry, Schedule, ScheduleChange
+from tests.conftest import settings_env
+
+ACTOR = f"cli:{getpass.getuser()}"
+MANY = 2_000
+
+
+@pytest.fixture(autouse=True)
+def _no_entries(core: Core) -> None:
+    for key in core.redis.scan_iter(match="batch:redbeat:*"):
+        core.redis.delete(key)
+
+
+def cli(core: Core, *args: str, input: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), env=settings_env(core.settings), input=input)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def toml(index: int, *, minute: int | None = None) -> str:
+    """Every third a cleanup (queue cleanups, params), the rest sales summaries."""
+    minute = index % 60 if minute is None else minute
+    if index % 3 == 0:
+        return (
+            f'job = "cleanups.purge_runs"\ncron = "{minute} 3 * * *"\n'
+            "[params]\nolder_than_days = 30\n"
+        )
+    return f'job = "reports.sales_summary"\ncron = "{minute} * * * *"\n'
+
+
+def write_many(folder: Path, count: int = MANY) -> Path:
+    folder.mkdir(exist_ok=True)
+    for index in range(count):
+        (folder / f"s-{index:05d}.toml").write_text(toml(index))
+    return folder
+
+
+def redbeat_snapshot(core: Core) -> dict[str, Any]:
+    """Every RedBeat key with its content: hashes, and the zset with its scores."""
+    snapshot: dict[str, Any] = {}
+    for key in core.redis.scan_iter(match="batch:redbeat:*"):
+        kind = core.redis.type(key)
+        snapshot[key] = (
+            core.redis.zrange(key, 0, -1, withscores=True)
+            if kind == "zset"
+            else core.redis.hgetall(key)
+        )
+    return snapshot
+
+
+def counts(core: Core) -> tuple[int, int, int]:
+    with core.reading() as session:
+        return tuple(  # type: ignore[return-value]
+            session.scalar(select(func.count()).select_from(model))
+            for model in (Schedule, AuditEntry, ScheduleChange)
+        )
+
+
+def change_notes(core: Core, after: int) -> list[str]:
+    with core.reading() as session:
+        query = select(ScheduleChange.name).where(ScheduleChange.revision > after)
+        return list(session.scalars(query.order_by(ScheduleChange.revision)))
+
+
+def newest_revision(core: Core) -> int:
+    with core.reading() as session:
+        return session.scalar(select(func.max(ScheduleChange.revision))) or 0
+
+
+def seed(core: Core, celery_app: Celery, tmp_path: Path, count: int = 12) -> None:
+    """``count`` schedules s-00000.. imported (every third a cleanup)."""
+    schedules.import_schedules(core, celery_app, write_many(tmp_path / "s", count), actor="seed")
+
+
+# --- import --------------------------------------------------------------------------------------
+
+
+def test_importing_many_files_writes_each_once_and_again_writes_nothing(
+    core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    folder = write_many(tmp_path / "schedules")
+    revision = newest_revision(core)
+
+    changes = schedules.import_schedules(core, celery_app, folder, actor="deploy")
+
+    names = [f"s-{index:05d}" for index in range(MANY)]
+    assert [(c.name, c.action) for c in changes] == [(name, "created") for name in names]
+    with core.reading() as session:
+        rows = {row.name: row for row in session.scalars(select(Schedule))}
+        audit = list(session.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+    assert sorted(rows) == names
+    assert schedules.schedule_as_dict(rows["s-00003"]) == {
+        "name": "s-00003", "job": "cleanups.purge_runs", "params": {"older_than_days": 30},
+        "cron": "3 3 * * *", "timezone": "UTC", "interval_seconds": None, "enabled": True,
+        "overlap": "allow", "queue": None, "priority": None, "deadline_seconds": None,
+        "description": "",
+    }  # fmt: skip
+    assert rows["s-00004"].source == (folder / "s-00004.toml").as_posix()
+    assert [(a.actor, a.action, a.object_name, a.before) for a in audit] == [
+        ("deploy", "create", name, None) for name in names
+    ]
+    assert audit[4].after == schedules.snapshot(rows["s-00004"])
+    assert change_notes(core, revision) == names
+    entry = BatchEntry.from_key(BatchEntry.generate_key(celery_app, "s-00003"), app=celery_app)
+    assert (entry.schedule.cron, entry.options["queue"]) == ("3 3 * * *", "cleanups")
+    assert entry.kwargs["params"] == {"older_than_days": 30}
+    assert entry.score == entry.due_at.timestamp()
+    assert core.redis.zcard(celery_app.redbeat_conf.schedule_key) == MANY
+
+    # Nothing changed: no SQL write, no audit entry, no change note, Redis untouched.
+    before_counts, before_redis = counts(core), redbeat_snapshot(core)
+    again = schedules.import_schedules(core, celery_app, folder, actor="deploy")
+    assert {c.action for c in again} == {"unchanged"}
+    assert counts(core) == before_counts
+    assert redbeat_snapshot(core) == before_redis
+
+
+def test_reimport_writes_only_what_changed_and_keeps_last_fire_times(
+    core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    folder = write_many(tmp_path / "schedules", 300)
+    schedules.import_schedules(core, celery_app, folder, actor="deploy")
+    key = BatchEntry.generate_key(celery_app, "s-00001")
+    meta = core.redis.hget(key, "meta")
+    schedules.set_enabled(core, celery_app, "s-00002", False, actor="user:admin")
+    (folder / "s-00001.toml").write_text(toml(1, minute=59))
+    audited, revision, untouched = counts(core)[1], newest_revision(core), redbeat_snapshot(core)
+
+    changes = schedules.import_schedules(core, celery_app, folder, actor="deploy")
+
+    assert [c.describe() for c in changes if c.action != "unchanged"] == [
+        'updated s-00001: cron: "1 * * * *" -> "59 * * * *"',
+        "updated s-00002: enabled: false -> true",
+    ]
+    assert counts(core)[1] == audited + 2
+    assert change_notes(core, revision) == ["s-00001", "s-00002"]
+    assert core.redis.hget(key, "meta") == meta  # its last fire time is kept
+    entry = BatchEntry.from_key(key, app=celery_app)
+    assert entry.schedule.cron == "59 * * * *"
+    assert core.redis.exists(BatchEntry.generate_key(celery_app, "s-00002"))
+    now = redbeat_snapshot(core)
+    changed = {k for k in now if k.endswith(("s-00001", "s-00002"))}
+    assert {k: v for k, v in now.items() if k not in changed and "::" not in k} == {
+        k: v for k, v in untouched.items() if k not in changed and "::" not in k
+    }
+
+
+def test_only_new_creates_the_missing_in_bulk_and_keeps_the_rest(
+    core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    folder = write_many(tmp_path / "schedules", 50)
+    (folder / "s-00049.toml").unlink()
+    schedules.import_schedules(core, celery_app, folder, actor="deploy")
+    schedules.set_enabled(core, celery_app, "s-00001", False, actor="user:admin")
+    (folder / "s-00049.toml").write_text(toml(49))
+    audited = counts(core)[1]
+
+    changes = schedules.import_schedules(core, celery_app, folder, actor="batch dev", only_new=True)
+
+    assert changes[1] == schedules.ScheduleChange("s-00001", "kept", {"enabled": (False, True)})
+    assert [c.action for c in changes] == ["kept"] * 49 + ["created"]
+    assert counts(core)[1] == audited + 1
+    assert not core.redis.exists(BatchEntry.generate_key(celery_app, "s-00001"))
+
+
+def test_a_bad_file_among_many_is_one_error_and_nothing_is_written(
+    core: Core, tmp_path: Path
+) -> None:
+    folder = write_many(tmp_path / "schedules", 500)
+    (folder / "s-00250.toml").write_text('job = "reports.sales_summary"\ncron = "0 25 * * *"\n')
+    before = counts(core)
+
+    code, out, err = cli(core, "schedules", "import", str(folder))
+
+    assert (code, out) == (2, "")
+    assert err.startswith("error: invalid schedule: s-00250.toml: cron: bad cron line '0 25 * * *'")
+    assert err.count("\n") == 1
+    assert counts(core) == before
+    assert redbeat_snapshot(core) == {}
+
+
+# --- list ----------------------------------------------------------------------------------------
+
+
+def test_list_filters_in_sql_limits_and_says_how_many_more(
+    core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    seed(core, celery_app, tmp_path)
+    schedules.set_enabled_many(core, celery_app, ["s-00003", "s-00004"], False, actor="t")
+
+    def names(*args: str) -> list[str]:
+        code, out, err = cli(core, "schedules", "list", *args)
+        assert (code, err) == (0, "")
+        return [line.split()[0] for line in out.splitlines()]
+
+    assert names("--job", "cleanups.purge_runs") == ["s-00000", "s-00003", "s-00006", "s-00009"]
+    assert names("--queue", "cleanups") == names("--job", "cleanups.purge_runs")
+    assert names("--disabled") == ["s-00003", "s-00004"]
+    assert names("--enabled", "--queue", "cleanups") == ["s-00000", "s-00006", "s-00009"]
+    assert names("--search", "S-0001") == ["s-00010", "s-00011"]
+    assert names("--search", "%") == names("--search", "_") == []
+    assert names("--limit", "3") == ["s-00000", "s-00001", "s-00002", "..."]
+    assert cli(core, "schedules", "list", "--limit", "10")[1].splitlines()[-1] == (
+        "... and 2 more (of 12; raise --limit or filter)"
+    )
+
+
+def test_list_json_is_the_apis_shape(core: Core, celery_app: Celery, tmp_path: Path) -> None:
+    seed(core, celery_app, tmp_path)
+
+    code, out, err = cli(core, "schedules", "list", "--json", "--search", "s-0000", "--limit", "2")
+
+    assert (code, err) == (0, "")
+    with core.reading() as session:
+        rows = [schedules.get_schedule(session, name) for name in ("s-00000", "s-00001")]
+        assert json.loads(out) == [schedules.schedule_as_dict(row) for row in rows]
+
+
+def test_find_schedules_pages_by_name_with_the_total(
+    core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    seed(core, celery_app, tmp_path)
+    where = schedules.ScheduleFilter(job="reports.sales_summary")
+    with core.reading() as session:
+        page, total = schedules.find_schedules(session, core.jobs, where, limit=3, offset=3)
+    assert ([row.name for row in page], total) == (["s-00005", "s-00007", "s-00008"], 8)
+
+
+# --- bulk enable and disable ---------------------------------------------------------------------
+
+
+def test_bulk_disable_by_name_is_one_transaction_with_an_entry_per_change(
+    core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    seed(core, celery_app, tmp_path)
+    schedules.set_enabled(core, celery_app, "s-00002", False, actor="t")
+    audited, revision = counts(core)[1], newest_revision(core)
+
+    assert cli(core, "schedules", "disable", "s-00001", "s-00002", "s-00005") == (
+        0,
+        "disabled s-00001\ndisabled s-00002\ndisabled s-00005\n",
+        "",
+    )
+    assert counts(core)[1] == audited + 2
+    assert change_notes(core, revision) == ["s-00001", "s-00005"]
+    for name in ("s-00001", "s-00002", "s-00005"):
+        assert not core.redis.exists(BatchEntry.generate_key(celery_app, name))
+    with core.reading() as session:
+        entries = session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(2))
+        assert [(e.actor, e.action, e.object_name) for e in entries] == [
+            (ACTOR, "disable", "s-00005"),
+            (ACTOR, "disable", "s-00001"),
+        ]
+
+    assert cli(core, "schedules", "enable", "s-00001", "s-00005")[0] == 0
+    assert core.redis.exists(BatchEntry.generate_key(celery_app, "s-00005"))
+
+
+def test_a_bad_name_in_a_bulk_change_changes_nothing(
+    core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    seed(core, celery_app, tmp_path)
+    before, untouched = counts(core), redbeat_snapshot(core)
+
+    assert cli(core, "schedules", "disable", "s-00001", "nope", "bad name!") == (
+        2,
+        "",
+        "error: schedule 'nope', 'bad name!' not found\n",
+    )
+    with pytest.raises(NotFound):
+        schedules.set_enabled_many(core, celery_app, ["s-00001", "nope"], False, actor="t")
+    assert counts(core) == before
+    assert redbeat_snapshot(core) == untouched
+
+
+def test_bulk_disable_by_filter_asks_first_and_counts(
+    core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    seed(core, celery_app, tmp_path)
+    schedules.set_enabled(core, celery_app, "s-00003", False, actor="t")
+    before = counts(core)
+
+    assert cli(core, "schedules", "disable", "--job", "cleanups.purge_runs", input="n\n") == (
+        1,
+        "Disable 4 schedule(s)? [y/N]: n\n",
+        "Aborted!\n",
+    )
+    assert counts(core) == before
+
+    code, out, _ = cli(core, "schedules", "disable", "--queue", "cleanups", input="y\n")
+    assert (code, out) == (
+        0,
+        "Disable 4 schedule(s)? [y/N]: y\ndisabled 3 schedule(s), 1 already disabled\n",
+    )
+    assert counts(core)[1] == before[1] + 3
+    assert cli(
+        core, "schedules", "enable", "--search", "s-0000", "--job", "cleanups.purge_runs", "--yes"
+    ) == (
+        0,
+        "enabled 4 schedule(s), 0 already enabled\n",
+        "",
+    )
+    assert cli(core, "schedules", "enable", "--search", "zzz") == (0, "no schedule matches\n", "")
+
+
+@pytest.mark.parametrize("args", [(), ("s-00001", "--job", "cleanups.purge_runs")])
+def test_bulk_enable_needs_names_or_filters_not_both(core: Core, args: tuple[str, ...]) -> None:
+    assert cli(core, "schedules", "enable", *args) == (
+        2,
+        "",
+        "error: give either schedule NAMES or filters (--search, --job, --queue)\n",
+    )
