@@ -27,6 +27,9 @@ from batch.web import current_celery, current_core, load_json
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
+#: Names one bulk enable or disable takes (the body stays well under its 1 MiB limit).
+MAX_BULK_NAMES = 10_000
+
 STATUS_OF_ERROR: tuple[tuple[type[UserError], int], ...] = (
     (UnknownJob, 404),
     (NotFound, 404),
@@ -103,6 +106,35 @@ def replace_schedule(name: str) -> Response:
     if body.setdefault("name", name) != name:
         raise InvalidSchedule({"name": f"must be {name!r} (the name in the URL) or left out"})
     return jsonify(schedules.schedule_as_dict(_save(body, mode="update")))
+
+
+@blueprint.post("/schedules/enable")
+def enable_schedules() -> Response:
+    """Enable the schedules in ``{"names": [...]}`` in one transaction."""
+    return _set_enabled(True)
+
+
+@blueprint.post("/schedules/disable")
+def disable_schedules() -> Response:
+    """Disable the schedules in ``{"names": [...]}`` in one transaction."""
+    return _set_enabled(False)
+
+
+def _set_enabled(enabled: bool) -> Response:
+    names = _json_body(allowed={"names"}).get("names")
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(name, str) for name in names)
+        or len(names) > MAX_BULK_NAMES
+    ):
+        raise BadBody(f"names must be a list of 1 to {MAX_BULK_NAMES} schedule names")
+    done = schedules.set_enabled_many(
+        current_core(), current_celery(), names, enabled, actor=g.actor
+    )
+    return jsonify(
+        schedules=[schedules.schedule_as_dict(row) for row in done.rows], changed=done.changed
+    )
 
 
 @blueprint.delete("/schedules/<name>")

@@ -18,6 +18,7 @@ from batch.cron import CronSchedule, IntervalSchedule
 from batch.entries import BatchEntry
 from batch.models import AuditEntry, Run, Schedule
 from tests.test_queries import add_run
+from tests.web.conftest import stored_state
 
 SUM = "tests.sum_squares"
 HOURLY = {"name": "hourly", "job": "reports.sales_summary", "cron": "5 * * * *"}
@@ -44,6 +45,8 @@ ENDPOINTS = [
     ("GET", "/api/schedules/hourly"),
     ("PUT", "/api/schedules/hourly"),
     ("DELETE", "/api/schedules/hourly"),
+    ("POST", "/api/schedules/enable"),
+    ("POST", "/api/schedules/disable"),
     ("GET", "/api/nope"),  # an unknown path or method is not revealed without a token
     ("DELETE", "/api/jobs"),
 ]
@@ -453,3 +456,55 @@ def test_a_run_the_broker_cannot_take_is_a_503_and_a_failed_run(core: Core, api_
     with core.reading() as session:
         run = session.scalars(select(Run)).one()
     assert run.status == "failed" and run.error.startswith("could not queue: ")
+
+
+def test_bulk_disable_and_enable_change_each_once_and_write_through(
+    api: FlaskClient, core: Core, celery_app: Celery
+) -> None:
+    for name in ("a", "b", "c"):
+        assert api.post("/api/schedules", json={**HOURLY, "name": name}).status_code == 201
+    api.post("/api/schedules/disable", json={"names": ["b"]})
+
+    response = api.post("/api/schedules/disable", json={"names": ["a", "b"]})
+
+    assert response.status_code == 200
+    assert response.json == {
+        "schedules": [
+            {**HOURLY_STORED, "name": "a", "enabled": False},
+            {**HOURLY_STORED, "name": "b", "enabled": False},
+        ],
+        "changed": ["a"],
+    }
+    with core.reading() as session:
+        audit = session.execute(
+            select(AuditEntry.action, AuditEntry.object_name).order_by(AuditEntry.id)
+        ).all()
+    assert audit[3:] == [("disable", "b"), ("disable", "a")]
+    assert [redbeat_exists(core, celery_app, n) for n in ("a", "b", "c")] == [False, False, True]
+
+    response = api.post("/api/schedules/enable", json={"names": ["a", "b", "c"]})
+    assert (response.status_code, response.json["changed"]) == (200, ["a", "b"])
+    assert all(redbeat_exists(core, celery_app, n) for n in ("a", "b", "c"))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({"names": ["a", "nope"]}, 404, "schedule 'nope' not found"),
+        ({"names": []}, 400, "names must be a list of 1 to 10000 schedule names"),
+        ({"names": "a"}, 400, "names must be a list of 1 to 10000 schedule names"),
+        ({"names": ["a", 3]}, 400, "names must be a list of 1 to 10000 schedule names"),
+        ({}, 400, "names must be a list of 1 to 10000 schedule names"),
+        ({"names": ["a"], "enabled": True}, 400, "unknown field(s) in the request body: enabled"),
+    ],
+)
+def test_a_bad_bulk_request_names_the_problem_and_changes_nothing(
+    api: FlaskClient, core: Core, body: dict[str, Any], status: int, error: str
+) -> None:
+    assert api.post("/api/schedules", json={**HOURLY, "name": "a"}).status_code == 201
+    before = stored_state(core)
+
+    response = api.post("/api/schedules/disable", json=body)
+
+    assert (response.status_code, response.json) == (status, {"error": error})
+    assert stored_state(core) == before
