@@ -83,13 +83,17 @@ class BatchEntry(RedBeatSchedulerEntry):
 
     def save(self) -> BatchEntry:
         """Write definition, meta (only if absent) and score, like RedBeat with our encoder."""
-        meta = {"last_run_at": self.last_run_at}
         with get_redis(self.app).pipeline() as pipe:
-            pipe.hset(self.key, "definition", self.definition_json())
-            pipe.hsetnx(self.key, "meta", json.dumps(meta, cls=ScheduleEncoder))
-            pipe.zadd(self.app.redbeat_conf.schedule_key, {self.key: self.score})
+            self.save_in(pipe)
             pipe.execute()
         return self
+
+    def save_in(self, pipe: Pipeline) -> None:
+        """Queue what ``save`` writes on ``pipe`` (the caller executes it)."""
+        meta = json.dumps({"last_run_at": self.last_run_at}, cls=ScheduleEncoder)
+        pipe.hset(self.key, "definition", self.definition_json())
+        pipe.hsetnx(self.key, "meta", meta)
+        pipe.zadd(self.app.redbeat_conf.schedule_key, {self.key: self.score})
 
 
 def entry_for(celery: Celery, row: Schedule, last_run_at: datetime | None) -> BatchEntry:
@@ -175,9 +179,9 @@ def write_entries(celery: Celery, rows: Sequence[Any]) -> None:
             for row in rows[start : start + WRITE_BATCH]:
                 if row.enabled:
                     entry = entry_for(celery, row, last_fires[row.name] or now)
-                    _save_in(pipe, entry)
+                    entry.save_in(pipe)
                 else:
-                    _delete_in(pipe, celery, row.name)
+                    delete_in(pipe, celery, row.name)
             pipe.execute()
 
 
@@ -186,20 +190,12 @@ def delete_entries(celery: Celery, names: Sequence[str]) -> None:
     for start in range(0, len(names), WRITE_BATCH):
         with get_redis(celery).pipeline() as pipe:
             for name in names[start : start + WRITE_BATCH]:
-                _delete_in(pipe, celery, name)
+                delete_in(pipe, celery, name)
             pipe.execute()
 
 
-def _save_in(pipe: Pipeline, entry: BatchEntry) -> None:
-    # What BatchEntry.save writes: the definition, the meta only if absent, the score.
-    meta = json.dumps({"last_run_at": entry.last_run_at}, cls=ScheduleEncoder)
-    pipe.hset(entry.key, "definition", entry.definition_json())
-    pipe.hsetnx(entry.key, "meta", meta)
-    pipe.zadd(entry.app.redbeat_conf.schedule_key, {entry.key: entry.score})
-
-
-def _delete_in(pipe: Pipeline, celery: Celery, name: str) -> None:
-    # What RedBeat's entry.delete does: the zset member and the hash.
+def delete_in(pipe: Pipeline, celery: Celery, name: str) -> None:
+    """Queue on ``pipe`` what RedBeat's ``entry.delete`` does: the zset member and the hash."""
     key = BatchEntry.generate_key(celery, name)
     pipe.zrem(celery.redbeat_conf.schedule_key, key)
     pipe.delete(key)

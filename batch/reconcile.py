@@ -31,12 +31,13 @@ from typing import Any
 from celery import Celery
 from redbeat.schedulers import get_redis
 from redis import Redis
+from redis.client import Pipeline
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from batch.constants import RECONCILED_REVISION_KEY
 from batch.core import Core
-from batch.entries import BatchEntry, entry_for, schedule_lock
+from batch.entries import BatchEntry, delete_in, entry_for, schedule_lock
 from batch.exceptions import UserError
 from batch.models import Run, Schedule, ScheduleChange
 from batch.settings import Settings
@@ -61,8 +62,10 @@ def reconcile(core: Core, celery: Celery, *, full: bool = False) -> dict[str, An
                 select(func.min(ScheduleChange.revision), func.max(ScheduleChange.revision))
             ).one()
             reached = client.get(RECONCILED_REVISION_KEY)
-            if reached is None or (oldest is not None and int(reached) < oldest):
-                full = True  # a new or flushed Redis, or one restored from an old copy
+            # The oldest note is the one the last full pass kept: a Redis short of it may miss
+            # pruned notes (one restored from an old copy); a new or flushed one has no revision.
+            if reached is None or (oldest is not None and int(reached) < oldest - 1):
+                full = True
             if full:
                 rows = list(session.scalars(select(Schedule).where(Schedule.enabled)))
                 names = {row.name for row in rows} | _names_in_redbeat(celery, client)
@@ -71,8 +74,7 @@ def reconcile(core: Core, celery: Celery, *, full: bool = False) -> dict[str, An
                 names = set(session.scalars(changed.distinct()))
                 rows = _enabled_rows(session, names)
         counts = _follow(core, celery, client, {row.name: row for row in rows}, names)
-        if newest is not None:
-            client.set(RECONCILED_REVISION_KEY, newest)
+        client.set(RECONCILED_REVISION_KEY, newest or 0)
     if full and newest is not None:
         with core.transaction() as session:
             # Every note up to the newest is now in Redis; keep that one, so the oldest
@@ -150,29 +152,43 @@ def _follow(
         }
         lost = [name for name in part if name in wanted and stored[name][1] is None]
         last_fires = _last_fires(core, lost)
-        for name in part:
-            definition, meta, score = stored[name]
-            row = wanted.get(name)
-            if row is None:
-                if definition is not None or score is not None:
-                    BatchEntry(name=name, app=celery).delete()
-                    counts["removed"] += 1
-                continue
-            last_run_at = BatchEntry.decode_meta(meta).get("last_run_at")
-            if last_run_at is None:
-                # The meta is gone (a flush): take the newest fire SQL knows, so the entry
-                # neither fires at once nor skips its next fire.
-                counts["restored"] += 1
-                last_run_at = last_fires.get(name) or row.updated_at
-            try:
-                entry = entry_for(celery, row, last_run_at)
-            except UserError as exc:
-                log.error("schedule %s not written to RedBeat: %s", name, exc)
-                continue
-            if meta is None or score is None or definition != entry.definition_json():
-                counts["rewritten"] += 1
-                entry.save()
+        with client.pipeline(transaction=False) as pipe:
+            for name in part:
+                _follow_one(celery, pipe, name, wanted.get(name), stored[name], last_fires, counts)
+            pipe.execute()
     return counts
+
+
+def _follow_one(
+    celery: Celery,
+    pipe: Pipeline,
+    name: str,
+    row: Schedule | None,
+    stored: tuple[str | None, str | None, float | None],
+    last_fires: dict[str, datetime],
+    counts: dict[str, int],
+) -> None:
+    """Queue on ``pipe`` what makes one entry follow its row (None: no enabled schedule)."""
+    definition, meta, score = stored
+    if row is None:
+        if definition is not None or score is not None:
+            delete_in(pipe, celery, name)
+            counts["removed"] += 1
+        return
+    last_run_at = BatchEntry.decode_meta(meta).get("last_run_at")
+    if last_run_at is None:
+        # The meta is gone (a flush): take the newest fire SQL knows, so the entry neither
+        # fires at once nor skips its next fire.
+        counts["restored"] += 1
+        last_run_at = last_fires.get(name) or row.updated_at
+    try:
+        entry = entry_for(celery, row, last_run_at)
+    except UserError as exc:
+        log.error("schedule %s not written to RedBeat: %s", name, exc)
+        return
+    if meta is None or score is None or definition != entry.definition_json():
+        counts["rewritten"] += 1
+        entry.save_in(pipe)
 
 
 def _last_fires(core: Core, names: list[str]) -> dict[str, datetime]:

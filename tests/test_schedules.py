@@ -226,7 +226,10 @@ def test_a_redis_older_than_the_oldest_note_gets_a_full_pass(
         schedules.save_schedule(core, celery_app, spec, actor="test", mode="create")
     reconcile(core, celery_app)
     # A Redis restored from a copy made before that pass: the notes between are pruned.
-    core.redis.set(RECONCILED_REVISION_KEY, changes_in_sql(core)[0][0] - 1)
+    kept = changes_in_sql(core)[0][0]
+    core.redis.set(RECONCILED_REVISION_KEY, kept - 1)  # short of nothing pruned
+    assert reconcile(core, celery_app)["pass"] == "changes"
+    core.redis.set(RECONCILED_REVISION_KEY, kept - 2)
     assert reconcile(core, celery_app)["pass"] == "full"
     core.redis.delete(RECONCILED_REVISION_KEY)  # as a flush leaves it
     assert reconcile(core, celery_app)["pass"] == "full"
