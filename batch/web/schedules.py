@@ -24,10 +24,19 @@ from batch import runs, schedules
 from batch.cron import FireTimes, make_schedule
 from batch.db import utcnow
 from batch.entries import last_fire_times
-from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
+from batch.exceptions import (
+    Conflict,
+    InvalidParams,
+    InvalidSchedule,
+    NotFound,
+    UnknownJob,
+    UserError,
+)
 from batch.jobs import Job
 from batch.models import AuditEntry, Run, Schedule
+from batch.storable import text_problem
 from batch.web import current_celery, current_core, load_json
+from batch.web.runs import error_page, query_int
 
 blueprint = Blueprint("schedules", __name__, url_prefix="/schedules")
 
@@ -38,20 +47,88 @@ INPUT_OF_TYPE = {"integer": "number", "number": "number", "boolean": "checkbox"}
 FORM_FIELDS = ("name", *(f for f in schedules.SPEC_FIELDS if f != "params"))
 TEXT_FIELDS = tuple(f for f in FORM_FIELDS if f not in ("enabled",))
 Mode = Literal["create", "update"]
+#: Schedules per page of the list, and the last page a query may ask for.
+PAGE_SIZE = 50
+MAX_PAGE = 100_000
+#: The list's query arguments: name search, job, queue, enabled.
+FILTER_ARGS = ("q", "job", "queue", "enabled")
+ENABLED_ARGS = {"": None, "yes": True, "no": False}
 
 
 # --- The list, the details and the preview ---------------------------------------------------
 
 
 @blueprint.get("/")
-def index() -> str:
-    """Every schedule: job, timing in words, next fire, last run and whether it is on."""
-    with current_core().reading() as session:
-        rows = schedules.list_schedules(session)
+def index() -> ResponseReturnValue:
+    """Schedules by name, a page at a time: searched by name, filtered by job, queue and
+    state. Next fire and last run are computed for the rows of the page only.
+    """
+    core = current_core()
+    try:
+        where, page = _list_filter(request.args), query_int("page", 1)
+        if not 1 <= page <= MAX_PAGE:
+            raise UserError(f"bad page {page}: expected 1 to {MAX_PAGE}")
+    except UserError as exc:
+        return error_page(exc)
+    with core.reading() as session:
+        rows, total = schedules.find_schedules(
+            session, core.jobs, where, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+        )
         last = schedules.last_runs(session, [row.name for row in rows])
     last_fires = last_fire_times(current_celery(), [row.name for row in rows if row.enabled])
     items = [_summary(row, last.get(row.name), last_fires.get(row.name)) for row in rows]
-    return render_template("schedules/index.html", items=items)
+    return render_template(
+        "schedules/index.html",
+        items=items,
+        total=total,
+        page=page,
+        pages=max(1, -(-total // PAGE_SIZE)),
+        filters=_filter_args(where),
+        jobs=[job.name for job in core.jobs],
+        queues=core.settings.queues,
+    )
+
+
+@blueprint.post("/")
+def bulk() -> ResponseReturnValue:
+    """Enable or disable the schedules ticked on the list; back to the same list."""
+    action, names = request.form.get("action"), request.form.getlist("names")
+    if action not in ("enable", "disable"):
+        return error_page(UserError("bad action: expected enable or disable"))
+    if names:
+        try:
+            done = schedules.set_enabled_many(
+                current_core(), current_celery(), names, action == "enable", actor=g.actor
+            )
+        except NotFound as exc:
+            return error_page(exc)
+        flash(f"{len(done.changed)} of {len(names)} selected schedule(s) {action}d.")
+    else:
+        flash("No schedule selected.")
+    back = {key: request.form[key] for key in (*FILTER_ARGS, "page") if request.form.get(key)}
+    return redirect(url_for(".index", **back))
+
+
+def _list_filter(args: MultiDict[str, str]) -> schedules.ScheduleFilter:
+    """The list's filters from the query string; UserError for a value no schedule has."""
+    search, job, queue = (args.get(key, "").strip() or None for key in ("q", "job", "queue"))
+    state = args.get("enabled", "")
+    if search is not None and (problem := text_problem(search)):
+        raise UserError(f"bad search: {problem}")
+    if job is not None:
+        current_core().jobs.get(job)  # UnknownJob: a 400 naming the job
+    if queue is not None and queue not in current_core().settings.queues:
+        raise UserError(f"unknown queue {queue!r}")
+    if state not in ENABLED_ARGS:
+        raise UserError(f"bad enabled {state!r}: expected yes or no")
+    return schedules.ScheduleFilter(search, job, queue, ENABLED_ARGS[state])
+
+
+def _filter_args(where: schedules.ScheduleFilter) -> dict[str, str]:
+    """The query arguments that give ``where`` back (for links and the bulk form)."""
+    state = {True: "yes", False: "no", None: None}[where.enabled]
+    values = {"q": where.search, "job": where.job, "queue": where.queue, "enabled": state}
+    return {key: value for key, value in values.items() if value}
 
 
 @blueprint.get("/<name>")

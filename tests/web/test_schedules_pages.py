@@ -25,7 +25,7 @@ from batch.entries import BatchEntry
 from batch.exceptions import InvalidSchedule
 from batch.models import AuditEntry, Run, Schedule
 from tests.conftest import wait_for_run
-from tests.web.conftest import csrf_token
+from tests.web.conftest import csrf_token, stored_state
 
 FORM = {
     "name": "hourly",
@@ -100,7 +100,7 @@ def field_errors(page: str) -> dict[str, str]:
     }
 
 
-def post(client: FlaskClient, path: str, data: dict[str, str] | None = None) -> Any:
+def post(client: FlaskClient, path: str, data: dict[str, Any] | None = None) -> Any:
     token = csrf_token(client, "/schedules/new")
     return client.post(path, data={**(data or {}), "csrf_token": token})
 
@@ -693,3 +693,107 @@ def test_preview_of_bad_timing_is_a_400_with_errors(client: FlaskClient) -> None
     for query, errors in cases:
         response = client.get(f"/schedules/preview?{query}")
         assert (response.status_code, response.json) == (400, {"errors": errors}), query
+
+
+# --- The list at scale: pages, search, filters, bulk enable/disable ------------------------------
+
+LISTED = re.compile(r'<tr id="schedule-([\w.:-]+)">')
+
+
+def seed_many(core: Core, celery_app: Celery, folder: Path, count: int) -> None:
+    """``count`` schedules s-000.. from files: every third a cleanup, the rest sales summaries."""
+    folder.mkdir()
+    for index in range(count):
+        job = "cleanups.purge_runs" if index % 3 == 0 else "reports.sales_summary"
+        (folder / f"s-{index:03d}.toml").write_text(
+            f'job = "{job}"\ncron = "{index % 60} * * * *"\n'
+        )
+    schedules.import_schedules(core, celery_app, folder, actor="seed")
+
+
+def test_the_list_is_paged_searched_and_filtered_in_the_url(
+    client: FlaskClient, core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    seed_many(core, celery_app, tmp_path / "s", 120)
+    schedules.set_enabled_many(core, celery_app, ["s-003", "s-004"], False, actor="t")
+
+    first = client.get("/schedules/").get_data(as_text=True)
+    assert LISTED.findall(first) == [f"s-{i:03d}" for i in range(50)]
+    assert "page 1 of 3" in first and 'href="/schedules/?page=2"' in first
+    third = client.get("/schedules/?page=3").get_data(as_text=True)
+    assert LISTED.findall(third) == [f"s-{i:03d}" for i in range(100, 120)]
+    assert "page 3 of 3" in third and 'rel="next"' not in third
+
+    found = client.get("/schedules/?q=S-11").get_data(as_text=True)
+    assert LISTED.findall(found) == [f"s-{i:03d}" for i in range(110, 120)]
+    assert LISTED.findall(client.get("/schedules/?enabled=no").get_data(as_text=True)) == [
+        "s-003",
+        "s-004",
+    ]
+    cleanups = client.get("/schedules/?queue=cleanups&enabled=yes&page=1").get_data(as_text=True)
+    assert LISTED.findall(cleanups) == [f"s-{i:03d}" for i in range(0, 120, 3) if i != 3]
+    second = client.get("/schedules/?job=reports.sales_summary&page=2").get_data(as_text=True)
+    assert len(LISTED.findall(second)) == 30 and "page 2 of 2" in second
+    assert 'href="/schedules/?page=1&amp;job=reports.sales_summary"' in second
+    assert '<input type="hidden" name="job" value="reports.sales_summary">' in second
+    assert "No schedules match" in client.get("/schedules/?q=zzz").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "message"),
+    [
+        ("page=0", 400, "bad page 0: expected 1 to 100000"),
+        ("page=x", 400, "bad page &#39;x&#39;: expected a whole number"),
+        ("page=100001", 400, "bad page 100001"),
+        ("job=nope", 400, "nope"),
+        ("queue=nope", 400, "unknown queue &#39;nope&#39;"),
+        ("enabled=maybe", 400, "bad enabled &#39;maybe&#39;: expected yes or no"),
+        ("q=a%00b", 400, "bad search: must not contain NUL characters"),
+    ],
+)
+def test_a_bad_list_query_is_an_error_page(
+    client: FlaskClient, query: str, status: int, message: str
+) -> None:
+    response = client.get(f"/schedules/?{query}")
+    assert response.status_code == status
+    assert message in response.get_data(as_text=True)
+
+
+def test_enable_and_disable_selected_change_each_once_and_go_back_to_the_list(
+    client: FlaskClient, core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    seed_many(core, celery_app, tmp_path / "s", 6)
+    schedules.set_enabled(core, celery_app, "s-002", False, actor="t")
+    form = {"action": "disable", "names": ["s-001", "s-002"], "job": "reports.sales_summary"}
+
+    response = post(client, "/schedules/", form)
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/schedules/?job=reports.sales_summary"
+    assert audit(core)[-2:] == [("t", "disable", "s-002"), ("user:admin", "disable", "s-001")]
+    assert not entry_exists(core, celery_app, "s-001")
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "1 of 2 selected schedule(s) disabled." in page
+
+    post(client, "/schedules/", {"action": "enable", "names": ["s-001", "s-002"]})
+    assert entry_exists(core, celery_app, "s-001") and entry_exists(core, celery_app, "s-002")
+    assert audit(core)[-2:] == [
+        ("user:admin", "enable", "s-001"),
+        ("user:admin", "enable", "s-002"),
+    ]
+
+
+def test_a_bulk_change_without_csrf_or_with_a_bad_name_changes_nothing(
+    client: FlaskClient, core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    seed_many(core, celery_app, tmp_path / "s", 3)
+    before = stored_state(core)
+
+    no_token = client.post("/schedules/", data={"action": "disable", "names": ["s-001"]})
+    assert no_token.status_code == 400
+    assert "The CSRF token is missing." in no_token.get_data(as_text=True)
+    bad = post(client, "/schedules/", {"action": "disable", "names": ["s-001", "nope"]})
+    assert bad.status_code == 404
+    assert "schedule &#39;nope&#39; not found" in bad.get_data(as_text=True)
+    assert post(client, "/schedules/", {"action": "pause", "names": ["s-001"]}).status_code == 400
+    assert stored_state(core) == before
