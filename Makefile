@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser run test test-production lint format bench bench-faults clean
+.PHONY: install browser run test test-production lint format bench bench-beat bench-faults clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ format:
 bench: install  ## engine vs Pool throughput, tiny-run cost, admin page latency
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/web.py
+
+bench-beat: install  ## beat lateness, burst and CPU: batch's beat beside plain RedBeat
+	$(BIN)/python bench/beat.py
 
 bench-faults: install  ## every fault N times, batch against the chord alone (docs/reliability.md)
 	$(BIN)/python bench/faults.py

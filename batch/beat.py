@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: How often beat tries again while Redis or the broker does not answer.
 RETRY_SECONDS = 1.0
+#: The shortest time between two extensions of the beat lock.
+LOCK_EXTEND_SECONDS = 0.25
 
 
 class BatchScheduler(RedBeatScheduler):
@@ -47,6 +49,8 @@ class BatchScheduler(RedBeatScheduler):
     _redis_lost_at: float | None = None
     _standby_logged = False
     _fires: Firing | None = None
+    #: When this beat last extended its lock (monotonic).
+    _lock_extended_at = 0.0
 
     def setup_schedule(self) -> None:
         self._stopping = threading.Event()
@@ -105,7 +109,7 @@ class BatchScheduler(RedBeatScheduler):
         try:
             if not self._hold_lock():
                 return self.max_interval  # a standby polls the lock every tick
-            self.lock.extend(int(self.lock_timeout))
+            self._extend_lock()
             if self._firing().fire_due(self.producer) >= FIRE_BATCH:
                 interval = 0.0  # more are due: the next tick renews the lock and goes on
             else:
@@ -129,6 +133,14 @@ class BatchScheduler(RedBeatScheduler):
             return RETRY_SECONDS
         self._redis_answers()
         return interval
+
+    def _extend_lock(self) -> None:
+        # At most every LOCK_EXTEND_SECONDS, not every tick: under load beat ticks a hundred
+        # times a second. The lock can only expire after a stretch far longer than that, so
+        # the first tick after any such stretch extends it (or finds it lost) before firing.
+        if time.monotonic() - self._lock_extended_at >= LOCK_EXTEND_SECONDS:
+            self.lock.extend(int(self.lock_timeout))
+            self._lock_extended_at = time.monotonic()
 
     def _firing(self) -> Firing:
         if self._fires is None:
