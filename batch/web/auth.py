@@ -21,6 +21,7 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from werkzeug.exceptions import BadHost
 
 from batch import users
 from batch.constants import LOGIN_ATTEMPTS_KEY_PREFIX
@@ -85,6 +86,11 @@ def _is_text(value: Any) -> bool:
 
 def authenticate() -> Any:
     """Before every request: a signed-in user for pages, a valid token for the API."""
+    if isinstance(request.routing_exception, BadHost):
+        # No site has this Host (a label over 63 characters, an empty one): Werkzeug could
+        # not bind the URLs to it, so no answer that builds one (the sign-in redirect) can be
+        # made. Refused now, with its 400.
+        raise request.routing_exception
     if request.endpoint in OPEN_ENDPOINTS:
         return None
     if request.path.startswith("/api/"):

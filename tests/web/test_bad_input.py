@@ -347,3 +347,23 @@ def test_a_refused_request_records_no_use_of_its_token_or_session(
         assert session.get_one(ApiToken, "tests").last_used_at is not None
         seen = session.scalars(select(UserSession.last_seen_at)).all()
     assert len(seen) == 1 and seen[0] > utcnow() - TOUCH_INTERVAL
+
+
+# --- Request headers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["x" * 64, "a..b", "." * 3])
+@pytest.mark.parametrize("path", ["/", "/runs/", "/login", "/healthz", "/api/jobs", "/nope"])
+def test_a_host_no_site_can_have_is_a_400(
+    app: Flask, client: FlaskClient, api: FlaskClient, core: Core, host: str, path: str
+) -> None:
+    # Werkzeug cannot bind the URLs to such a Host; the sign-in redirect built one anyway
+    # (url_for with no URL adapter, an AttributeError): a 500 on every page.
+    before = stored_state(core)
+    for each in (app.test_client(), client, api):
+        assert each.get(path, headers={"Host": host}).status_code == 400
+    token = csrf_token(client, "/access/")
+    logout = client.post("/logout", data={"csrf_token": token}, headers={"Host": host})
+    assert logout.status_code == 400
+    assert client.get("/").status_code == 200  # still signed in
+    assert stored_state(core) == before
