@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import ColumnElement, Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from batch import entries, storable
+from batch import entries, simple_toml, storable
 from batch.core import Core
 from batch.cron import MAX_INTERVAL_SECONDS, make_schedule
 from batch.db import utcnow
@@ -537,7 +537,7 @@ def _read_toml(file: Path) -> dict[str, Any]:
     except OSError as exc:
         raise InvalidSchedule({str(file): f"cannot be read: {exc.strerror}"}) from None
     try:
-        return tomllib.loads(text)
+        return simple_toml.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidSchedule({str(file): f"not valid TOML: {exc}"}) from None
 
@@ -571,14 +571,14 @@ def import_schedules(
 
 
 def _rows_named(session: Session, names: list[str]) -> dict[str, Row[Any]]:
-    """The stored columns of each named schedule that exists, by name."""
+    """The name and audited columns of each named schedule that exists, by name."""
     found: dict[str, Row[Any]] = {}
     columns = Schedule.__table__.columns
+    query = select(columns.name, *(columns[name] for name in AUDITED_FIELDS))
     for start in range(0, len(names), READ_BATCH):
         part = names[start : start + READ_BATCH]
         found.update(
-            (row.name, row)
-            for row in session.execute(select(*columns).where(columns.name.in_(part)))
+            (row.name, row) for row in session.execute(query.where(columns.name.in_(part)))
         )
     return found
 
