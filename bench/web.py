@@ -1,8 +1,11 @@
-"""Admin page latency under load: 100,000 runs, 20 concurrent clients, one web process.
+"""Admin page latency under load: 100,000 runs, 10,000 schedules, 20 concurrent clients, one
+web process.
 
-Usage: python bench/web.py [--runs 100000] [--clients 20] [--requests 40] [--database-url URL]
+Usage: python bench/web.py [--runs 100000] [--schedules 10000] [--clients 20] [--requests 40]
+                           [--database-url URL]
 
-Seeds runs (with chunks and sales-summary aggregates) into a fresh database, starts the
+Seeds runs (with chunks and sales-summary aggregates) and schedules (with their RedBeat
+entries, a tenth of them disabled) into a fresh database, starts the
 Procfile's web process (gunicorn, one worker process), signs in once, then has N client
 threads fetch each page over keep-alive connections. Prints p50/p99 per page and the ratio
 of each page's p99 to /healthz's p99 measured under the same load in the same run.
@@ -31,9 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert  # noqa: E402
 
-from batch import migrate, users  # noqa: E402
+from batch import entries, migrate, users  # noqa: E402
+from batch.celery_app import close_celery, create_celery  # noqa: E402
 from batch.core import Core  # noqa: E402
-from batch.models import Run, RunChunk  # noqa: E402
+from batch.db import utcnow  # noqa: E402
+from batch.models import Run, RunChunk, Schedule  # noqa: E402
 from batch.processes import stop_process  # noqa: E402
 from batch.redis_server import free_port, start_private_redis  # noqa: E402
 from batch.settings import Settings  # noqa: E402
@@ -105,6 +110,30 @@ def seed_runs(core: Core, count: int) -> list[str]:
             connection.execute(insert(Run), runs)
             connection.execute(insert(RunChunk), chunks)
     return sample
+
+
+def seed_schedules(core: Core, count: int) -> None:
+    """Insert ``count`` schedules (a third of them cleanups, a tenth disabled) and write the
+    enabled ones through to RedBeat, as an import would."""
+    now = utcnow()
+    rows = [
+        {
+            "name": f"bench-{index:06d}", "params": {}, "timezone": "UTC",
+            "job": "cleanups.purge_runs" if index % 3 == 0 else "reports.sales_summary",
+            "cron": f"{index % 60} * * * *", "interval_seconds": None,
+            "enabled": index % 10 != 0, "overlap": "allow", "queue": None, "priority": None,
+            "deadline_seconds": None, "description": f"Bench schedule {index}", "source": None,
+            "created_at": now, "updated_at": now,
+        }
+        for index in range(count)
+    ]  # fmt: skip
+    with core.engine.begin() as connection:
+        connection.execute(insert(Schedule), rows)
+    celery = create_celery(core.settings, core)
+    try:
+        entries.write_entries(celery, [Schedule(**row) for row in rows])
+    finally:
+        close_celery(celery)
 
 
 class Client:
@@ -180,6 +209,7 @@ def web_command(port: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--schedules", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=40, help="per client and page")
     parser.add_argument("--database-url", default="")
@@ -200,6 +230,8 @@ def main() -> None:
         print(
             f"seeded {args.runs:,} runs x {CHUNKS} chunks in {time.perf_counter() - started:.1f}s"
         )
+        seed_schedules(core, args.schedules)
+        print(f"seeded {args.schedules:,} schedules")
         users.add_user(core, "bench", "bench-password")
         core.dispose()
         port = free_port()
@@ -229,6 +261,11 @@ def main() -> None:
                 "runs list": ["/runs/", "/runs/?status=failed", "/runs/?job=reports.sales_summary"],
                 "run page": [f"/runs/{run_id}" for run_id in sample],
                 "results page": ["/results/reports.sales_summary"],
+                "schedules list": [
+                    "/schedules/",
+                    "/schedules/?q=00042",
+                    "/schedules/?job=cleanups.purge_runs&enabled=yes&page=3",
+                ],
             }
             load(port, cookie, [p for paths in pages.values() for p in paths], args.clients, 5)
             print(f"{args.clients} clients x {args.requests} requests per page, one web process")
