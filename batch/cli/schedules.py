@@ -59,17 +59,21 @@ def schedules_list(
     where = schedules.ScheduleFilter(search=search, job=job, queue=queue, enabled=enabled)
     with ctx.core.reading() as session:
         rows, total = schedules.find_schedules(session, ctx.core.jobs, where, limit=limit)
-        if as_json:
-            click.echo(json.dumps([schedules.schedule_as_dict(row) for row in rows], indent=2))
-            return
-    for row in rows:
-        timing = (
-            f"cron '{row.cron}' ({row.timezone})" if row.cron else f"every {row.interval_seconds}s"
-        )
-        state = "enabled" if row.enabled else "disabled"
-        click.echo(f"{row.name:<28} {row.job:<24} {timing:<32} {state}")
+    if as_json:
+        click.echo(json.dumps([schedules.schedule_as_dict(row) for row in rows], indent=2))
+    else:
+        for row in rows:
+            timing = (
+                f"cron '{row.cron}' ({row.timezone})"
+                if row.cron
+                else f"every {row.interval_seconds}s"
+            )
+            state = "enabled" if row.enabled else "disabled"
+            click.echo(f"{row.name:<28} {row.job:<24} {timing:<32} {state}")
     if total > len(rows):
-        click.echo(f"... and {total - len(rows)} more (of {total}; raise --limit or filter)")
+        # With --json on stderr, so that stdout stays one JSON array.
+        more = f"... and {total - len(rows)} more (of {total}; raise --limit or filter)"
+        click.echo(more, err=as_json)
 
 
 @schedules_group.command(
