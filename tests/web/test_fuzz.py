@@ -190,7 +190,10 @@ def body_of(value: Any) -> str:
 def encoded(fields: dict[str, str]) -> str:
     """A query string or form body as a client sends it: UTF-8, percent-encoded; a lone
     surrogate goes as the bytes Python would write for it."""
-    return urlencode({key: value.encode("utf-8", "surrogatepass") for key, value in fields.items()})
+    return urlencode(
+        [(key.encode("utf-8", "surrogatepass"), value.encode("utf-8", "surrogatepass"))
+         for key, value in fields.items()]
+    )  # fmt: skip
 
 
 def segment(value: str) -> str:
