@@ -432,11 +432,14 @@ class ScheduleFilter:
     def __bool__(self) -> bool:
         return any(value is not None for value in vars(self).values())
 
-    def where(self, jobs: JobRegistry) -> list[ColumnElement[bool]]:
-        """The SQL conditions (indexed: ``ix_schedules_job``, ``_queue``, ``_enabled``)."""
+    def where(self, jobs: JobRegistry, dialect: str) -> list[ColumnElement[bool]]:
+        """The SQL conditions for ``dialect`` (indexed: ``ix_schedules_job``, ``_queue``)."""
         conditions: list[ColumnElement[bool]] = []
         if self.search:
-            conditions.append(Schedule.name.icontains(self.search, autoescape=True))
+            # Names are ASCII (NAME_PATTERN), and SQLite's LIKE ignores the case of ASCII
+            # letters: a plain LIKE there, twice as fast as lower() on every row.
+            contains = Schedule.name.contains if dialect == "sqlite" else Schedule.name.icontains
+            conditions.append(contains(self.search, autoescape=True))
         if self.job is not None:
             conditions.append(Schedule.job == self.job)
         if self.queue is not None:
@@ -454,7 +457,7 @@ def find_schedules(
     session: Session, jobs: JobRegistry, where: ScheduleFilter, *, limit: int, offset: int = 0
 ) -> tuple[list[Schedule], int]:
     """One page of the schedules ``where`` matches, by name, and how many match in all."""
-    conditions = where.where(jobs)
+    conditions = where.where(jobs, _dialect(session))
     page = select(Schedule).where(*conditions).order_by(Schedule.name).limit(limit).offset(offset)
     total = select(func.count()).select_from(Schedule).where(*conditions)
     return list(session.scalars(page)), session.scalar(total) or 0
@@ -462,9 +465,12 @@ def find_schedules(
 
 def names_matching(session: Session, jobs: JobRegistry, where: ScheduleFilter) -> list[str]:
     """The names of every schedule ``where`` matches, in order (for a bulk change)."""
-    return list(
-        session.scalars(select(Schedule.name).where(*where.where(jobs)).order_by(Schedule.name))
-    )
+    query = select(Schedule.name).where(*where.where(jobs, _dialect(session)))
+    return list(session.scalars(query.order_by(Schedule.name)))
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def schedule_as_dict(row: Schedule) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""schedules: indexes for the list's filters (job, queue, enabled), each ordered by name
+"""schedules: indexes for the list's filters on job and queue, each ordered by name
 
 Revision ID: 0009
 Revises: 0008
@@ -19,7 +19,6 @@ depends_on: str | Sequence[str] | None = None
 INDEXES = {
     "ix_schedules_job": ["job", "name"],
     "ix_schedules_queue": ["queue", "name"],
-    "ix_schedules_enabled": ["enabled", "name"],
 }
 
 
