@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: How often beat tries again while Redis or the broker does not answer.
 RETRY_SECONDS = 1.0
+#: The longest sleep between ticks while a full reconcile pass is pending or running.
+RESTORE_POLL_SECONDS = 0.1
 #: The shortest time between two extensions of the beat lock.
 LOCK_EXTEND_SECONDS = 0.25
 
@@ -56,7 +58,10 @@ class BatchScheduler(RedBeatScheduler):
         self._stopping = threading.Event()
         # Set: the reconcile thread's next pass is a full one, now. The first one is.
         self._reconcile_now = threading.Event()
-        self._reconcile_now.set()
+        # Set from that request until the full pass is over: the entries may be missing (a
+        # flush), so the tick polls often enough to fire what the pass writes back on time.
+        self._full_pass_pending = threading.Event()
+        self._want_full_pass()
         self._full_passes: ProcessPoolExecutor | None = None
         self._broker_errors = self.app.connection_for_write().connection_errors
         try:
@@ -79,7 +84,11 @@ class BatchScheduler(RedBeatScheduler):
             try:
                 if full:
                     next_full = time.monotonic() + settings.full_reconcile_interval_seconds
-                    log.info("reconciled RedBeat with SQL: %s", self._full_pass(settings))
+                    try:
+                        log.info("reconciled RedBeat with SQL: %s", self._full_pass(settings))
+                    finally:
+                        if not self._reconcile_now.is_set():
+                            self._full_pass_pending.clear()
                 else:
                     reconcile(self.app.batch_core, self.app)
             except (*REDIS_ERRORS, LockNotOwnedError, DBAPIError) as exc:
@@ -91,6 +100,10 @@ class BatchScheduler(RedBeatScheduler):
                 log.exception("reconcile failed; retrying in %ss", interval)
                 next_full = 0.0
             self._reconcile_now.wait(interval)
+
+    def _want_full_pass(self) -> None:
+        self._full_pass_pending.set()
+        self._reconcile_now.set()
 
     def _full_pass(self, settings: Settings) -> dict[str, Any]:
         """A full reconcile in beat's reconcile process (started at the first pass)."""
@@ -114,6 +127,8 @@ class BatchScheduler(RedBeatScheduler):
                 interval = 0.0  # more are due: the next tick renews the lock and goes on
             else:
                 interval = self._firing().seconds_to_next(self.max_interval)
+                if self._full_pass_pending.is_set():
+                    interval = min(interval, RESTORE_POLL_SECONDS)
         except LockNotOwnedError:
             # Redis lost our lock (a flush or restart: it lost the schedule too), or it expired
             # and another beat took it. Take it back, or wait as a standby behind that beat.
@@ -173,7 +188,7 @@ class BatchScheduler(RedBeatScheduler):
             return False
         self._lock_wanted = self._standby_logged = False
         log.info("beat: lock re-acquired, reconciling schedules")
-        self._reconcile_now.set()
+        self._want_full_pass()
         return True
 
     def _new_lock(self) -> Lock:
@@ -196,7 +211,7 @@ class BatchScheduler(RedBeatScheduler):
         down = time.monotonic() - self._redis_lost_at
         self._redis_lost_at = None
         log.info("beat: Redis answers again after %.0fs; reconciling schedules", down)
-        self._reconcile_now.set()
+        self._want_full_pass()
 
     def close(self) -> None:
         stopping = getattr(self, "_stopping", None)

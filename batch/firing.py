@@ -1,21 +1,22 @@
-"""How beat fires what is due: a batch of entries per step, a few Redis round trips per batch.
+"""How beat fires what is due: a batch of entries per step, two Redis calls per step.
 
 RedBeat's own tick loads each due entry with its own round trip, decodes every definition on
 every tick, sends each fire with Celery's full ``send_task`` path, and sleeps for a time it
 computed before firing. Here one step is:
 
-1. ``ZRANGEBYSCORE`` for up to ``FIRE_BATCH`` due keys;
-2. one pipelined ``HMGET`` of their definitions and metas (a definition is decoded once, then
-   kept while its JSON is unchanged);
-3. the fires pushed in one pipeline on a Redis broker, written as kombu's Redis transport
-   writes them (``redis_broker.push_task_messages``); one kombu publish batch on another;
-4. one Lua call that records each fire (meta and next score), only for entries whose
-   definition is still the one fired: an edit or a delete that landed meanwhile wins.
+1. one Lua call (``LOAD_DUE``) for up to ``FIRE_BATCH`` due keys, each with the SHA-1 of its
+   definition and its meta (a definition is fetched and decoded only when new or changed);
+2. each fire's message built, and on a Redis broker its envelope written as kombu's Redis
+   transport writes it (``redis_broker.envelope``);
+3. one Lua call (``SEND_AND_RECORD``) that pushes the messages, when the broker is this same
+   Redis, and records each fire (meta and next score) in one atomic step, and returns the
+   earliest score to sleep until. On another Redis broker the messages are pushed in one
+   pipeline just before; on RabbitMQ they go out in one kombu publish batch.
 
-A fire is sent before it is recorded. If beat dies between the two, the next beat sends the
-same fire time again, and the run for it is created once: runs are unique per (schedule, fire
-time). The sleep is read from the zset after firing, so it is never longer than the wait for
-the earliest entry.
+A fire is recorded only if its entry still has the definition it was fired from: an edit or a
+delete that landed meanwhile wins. Where the send is not atomic with the record, a fire is sent
+before it is recorded: if beat dies between the two, the next beat sends the same fire time
+again, and the run for it is created once (runs are unique per schedule and fire time).
 """
 
 from __future__ import annotations
@@ -43,14 +44,14 @@ from batch.constants import SENT_AT_HEADER
 from batch.cron import FireTimes
 from batch.db import utcnow
 from batch.exceptions import UserError
-from batch.redis_broker import TaskMessage, push_task_messages
+from batch.redis_broker import TaskMessage, envelope, push_envelopes
 
 log = logging.getLogger(__name__)
 
 #: Most due entries loaded, sent and recorded in one step.
 FIRE_BATCH = 500
 #: The shortest sleep between ticks: fires due within it go out together in the next tick.
-MIN_SLEEP_SECONDS = 0.005
+MIN_SLEEP_SECONDS = 0.01
 #: Decoded definitions kept (one per schedule); past this the cache starts again.
 MAX_CACHED_DEFINITIONS = 500_000
 #: Signals that stop beat on purpose: held while a step sends and records its fires.
@@ -59,11 +60,13 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 LOGGED_FIRES = 20
 
 # KEYS[1]: the schedule zset. ARGV[1]: now (a score), ARGV[2]: the most keys to load.
-# Returns (key, SHA-1 of its definition or false, meta or false) per due key: beat keeps the
-# definitions it decoded by digest and fetches only the ones it does not have.
+# Returns the earliest score (when nothing is due, the time to sleep until), then (key, SHA-1 of
+# its definition or false, meta or false) per due key: beat keeps the definitions it decoded by
+# digest and fetches only the ones it does not have.
 LOAD_DUE = """
+local earliest = redis.call('ZRANGEBYSCORE', KEYS[1], 0, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local loaded = {earliest[2] or false}
 local keys = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, ARGV[2])
-local loaded = {}
 for _, key in ipairs(keys) do
     local stored = redis.call('HMGET', key, 'definition', 'meta')
     loaded[#loaded + 1] = key
@@ -73,25 +76,32 @@ end
 return loaded
 """
 
-# KEYS[1]: the schedule zset. ARGV: (key, definition digest, meta, next score) per fire.
-# A fire is recorded only if its entry still has the definition it was fired from: a deleted
-# entry stays deleted, and an edited one is scored now, to be re-read with its new timing.
-RECORD_FIRES = """
-local recorded = 0
-for i = 1, #ARGV, 4 do
+# KEYS[1]: the schedule zset. ARGV: (key, definition digest, meta, next score, queue list,
+# message) per fire. On a broker that is this same Redis, the fire's message is pushed here in
+# the same atomic call that records it (its list and message are empty otherwise: beat sent it
+# already). A fire is recorded only if its entry still has the definition it was fired from: a
+# deleted entry stays deleted, and an edited one is scored now, to be read again with its new
+# timing. Returns the earliest score once recorded: the time to sleep until.
+SEND_AND_RECORD = """
+for i = 1, #ARGV, 6 do
+    if ARGV[i + 4] ~= '' then
+        redis.call('LPUSH', ARGV[i + 4], ARGV[i + 5])
+    end
+end
+for i = 1, #ARGV, 6 do
     local key = ARGV[i]
     local definition = redis.call('HGET', key, 'definition')
     if definition then
         redis.call('HSET', key, 'meta', ARGV[i + 2])
         if redis.sha1hex(definition) == ARGV[i + 1] then
             redis.call('ZADD', KEYS[1], ARGV[i + 3], key)
-            recorded = recorded + 1
         else
             redis.call('ZADD', KEYS[1], 0, key)
         end
     end
 end
-return recorded
+local earliest = redis.call('ZRANGEBYSCORE', KEYS[1], 0, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+return earliest[2] or false
 """
 
 
@@ -116,10 +126,14 @@ class Firing:
         self.schedule_key: str = app.redbeat_conf.schedule_key
         self._decode_definition = decode
         self._load_due = client.register_script(LOAD_DUE)
-        self._record = client.register_script(RECORD_FIRES)
+        self._send_and_record = client.register_script(SEND_AND_RECORD)
         #: key -> (digest, decoded definition), and key -> (meta JSON, its values) as recorded.
         self._definitions: dict[str, tuple[str, dict[str, Any]]] = {}
         self._metas: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: Whether the broker is a Redis, and this one (pushes go with the records then).
+        self._broker_is_this_redis: bool | None = None
+        #: The earliest score the last step read, when nothing changed it since.
+        self._earliest: float | None = None
         #: Queues declared on the current broker connection (RabbitMQ drops a message sent
         #: to a queue that does not exist yet).
         self._declared: set[str] = set()
@@ -129,11 +143,15 @@ class Firing:
     def forget_connection(self) -> None:
         """The broker connection was replaced: declare the queues again on the new one."""
         self._declared.clear()
+        self._broker_is_this_redis = None
 
     def fire_due(self, producer: Producer) -> int:
         """Send and record up to ``FIRE_BATCH`` due fires; how many keys were due."""
         now = utcnow()
-        loaded = self._load_due(keys=[self.schedule_key], args=[now.timestamp(), FIRE_BATCH])
+        earliest, *loaded = self._load_due(
+            keys=[self.schedule_key], args=[now.timestamp(), FIRE_BATCH]
+        )
+        self._earliest = _score(earliest)
         if not loaded:
             return 0
         due = list(zip(loaded[0::3], loaded[1::3], loaded[2::3], strict=True))
@@ -146,24 +164,34 @@ class Firing:
                 fires.append(fire)
             else:
                 rescored[key] = fire
+        self._earliest = None  # it has moved: read again below, or at the next sleep
         if fires:
             # A beat told to stop (SIGTERM, Ctrl-C) stops after recording what it sent: a fire
             # is sent twice only if beat dies between the two (kill -9, a crash).
             with _stop_signals_deferred():
-                self._send(producer, fires)
-                self._record(keys=[self.schedule_key], args=self._record_args(fires))
+                earliest = self._send_and_record(
+                    keys=[self.schedule_key],
+                    args=self._record_args(fires, self._send(producer, fires)),
+                )
             log.info("beat: sent %d fire(s): %s", len(fires), _named(fires))
+            self._earliest = _score(earliest)
         if rescored:
             self._rescore(rescored)
+            self._earliest = None
         return len(due)
 
     def seconds_to_next(self, max_interval: float) -> float:
-        """How long to sleep: until the earliest entry is due, at most ``max_interval``."""
-        earliest = self.client.zrangebyscore(self.schedule_key, 0, "+inf", 0, 1, withscores=True)
-        if not earliest:
+        """How long to sleep: until the earliest entry is due, at most ``max_interval``.
+
+        The last step's Lua calls read the earliest score already; else it is read here.
+        """
+        earliest, self._earliest = self._earliest, None
+        if earliest is None:
+            first = self.client.zrangebyscore(self.schedule_key, 0, "+inf", 0, 1, withscores=True)
+            earliest = first[0][1] if first else None
+        if earliest is None:
             return max_interval
-        wait = earliest[0][1] - time.time()
-        return min(max(wait, MIN_SLEEP_SECONDS), max_interval)
+        return min(max(earliest - time.time(), MIN_SLEEP_SECONDS), max_interval)
 
     def _due(self, key: str, digest: str | None, meta: str | None, now: datetime) -> Any:
         """The Fire of a due entry; else the score it should have (-1: none, drop it)."""
@@ -222,24 +250,29 @@ class Firing:
         values: dict[str, Any] = json.loads(meta, cls=RedBeatJSONDecoder)
         return values
 
-    def _record_args(self, fires: list[Fire]) -> list[Any]:
-        """The record script's arguments; each meta kept, so the next fire need not decode it."""
+    def _record_args(self, fires: list[Fire], pushes: list[tuple[str, str]]) -> list[Any]:
+        """The script's arguments; each meta kept, so the next fire need not decode it."""
         if len(self._metas) + len(fires) > MAX_CACHED_DEFINITIONS:
             self._metas.clear()
         args: list[Any] = []
-        for fire in fires:
+        for fire, (queue_list, message) in zip(fires, pushes, strict=True):
             values = {"last_run_at": fire.fire_at, "total_run_count": fire.run_count}
             meta = json.dumps(values, cls=RedBeatJSONEncoder)
             self._metas[fire.key] = (meta, values)
-            args += [fire.key, fire.digest, meta, fire.next_at.timestamp()]
+            args += [fire.key, fire.digest, meta, fire.next_at.timestamp(), queue_list, message]
         return args
 
-    def _send(self, producer: Producer, fires: list[Fire]) -> None:
+    def _send(self, producer: Producer, fires: list[Fire]) -> list[tuple[str, str]]:
+        """Send the fires, or leave them to the record script: (queue list, message) each."""
         headers = {SENT_AT_HEADER: utcnow().isoformat(), "celery_beat_task": True}
         messages = [self._message(fire, headers) for fire in fires]
+        unsent = ("", "")
         if producer.connection.transport.driver_type == "redis":
-            push_task_messages(producer.channel, messages)
-            return
+            pushes = [envelope(producer.channel, message) for message in messages]
+            if self._is_this_redis(producer.channel.client):
+                return pushes  # pushed by the script that records them, atomically
+            push_envelopes(producer.channel, pushes)
+            return [unsent] * len(fires)
         with producer.batch(max_size=2 * FIRE_BATCH):
             for message in messages:
                 self._declare(producer, message.queue)
@@ -248,6 +281,13 @@ class Firing:
                     (message.headers, message.properties, message.body, None),
                     queue=message.queue, priority=message.priority, declare=[], retry=False,
                 )  # fmt: skip
+        return [unsent] * len(fires)
+
+    def _is_this_redis(self, broker: Redis) -> bool:
+        """Whether the broker's Redis is RedBeat's (same server and database)."""
+        if self._broker_is_this_redis is None:
+            self._broker_is_this_redis = _address(broker) == _address(self.client)
+        return self._broker_is_this_redis
 
     def _message(self, fire: Fire, headers: dict[str, Any]) -> TaskMessage:
         definition = fire.definition
@@ -301,6 +341,15 @@ def _stop_signals_deferred() -> Iterator[None]:
             signal.signal(signum, handler)
         for signum in received:
             signal.raise_signal(signum)
+
+
+def _address(client: Redis) -> tuple[Any, ...]:
+    kwargs = client.connection_pool.connection_kwargs
+    return tuple(kwargs.get(name) for name in ("host", "port", "path", "db"))
+
+
+def _score(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _named(fires: list[Fire]) -> str:

@@ -49,16 +49,17 @@ class TaskMessage:
     priority: int
 
 
-def push_task_messages(channel: Channel, messages: Iterable[TaskMessage]) -> int:
-    """Push the messages on the broker in one pipeline, as kombu's publish would; how many."""
-    pushed = 0
+def push_task_messages(channel: Channel, messages: Iterable[TaskMessage]) -> None:
+    """Push the messages on the broker in one pipeline, as kombu's publish would."""
+    push_envelopes(channel, [envelope(channel, message) for message in messages])
+
+
+def push_envelopes(channel: Channel, envelopes: Iterable[tuple[str, str]]) -> None:
+    """Push (queue list, message JSON) pairs, as ``envelope`` makes them, in one pipeline."""
     with channel.client.pipeline(transaction=False) as pipe:
-        for message in messages:
-            key, payload = envelope(channel, message)
+        for key, payload in envelopes:
             pipe.lpush(key, payload)
-            pushed += 1
         pipe.execute()
-    return pushed
 
 
 def envelope(channel: Channel, message: TaskMessage) -> tuple[str, str]:

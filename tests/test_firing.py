@@ -3,6 +3,7 @@ or a delete that lands while a fire is being sent wins (real Redis, real broker,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -12,6 +13,7 @@ import pytest
 from celery import Celery
 from kombu import Connection
 
+from batch.celery_app import close_celery, create_celery
 from batch.core import Core
 from batch.cron import IntervalSchedule
 from batch.db import utcnow
@@ -98,9 +100,9 @@ def during_send(firing: Firing, action: Callable[[], None]) -> None:
     """Make ``action`` happen after the due entries are read and before their fires are sent."""
     send = firing._send
 
-    def send_after_action(*args: Any) -> None:
+    def send_after_action(*args: Any) -> Any:
         action()
-        send(*args)
+        return send(*args)
 
     firing._send = send_after_action  # type: ignore[method-assign]
 
@@ -161,3 +163,26 @@ def test_a_fire_pushed_on_a_redis_broker_is_the_message_kombu_writes(
     for payload in (pushed, published):
         payload["properties"].pop("delivery_tag")
     assert pushed == published
+
+
+def test_fires_reach_a_redis_broker_that_is_not_redbeats(core: Core, firing: Firing) -> None:
+    # The broker on another database of the server: beat pushes, then records (two calls).
+    base = core.settings.redis_url.rsplit("/", 1)[0]
+    settings = dataclasses.replace(core.settings, broker_url=f"{base}/1")
+    celery = create_celery(settings, core)
+    try:
+        if not celery.connection_for_write().transport.driver_type == "redis":
+            pytest.skip("needs a Redis broker")
+        other = Firing(celery, core.redis, BatchEntry.decode_definition)
+        last = utcnow().replace(microsecond=0) - timedelta(seconds=61)
+        for name in ("x", "y", "z"):
+            add_entry(celery, name, 60, last)
+        assert fire_all(other, celery) == [3]
+        with celery.connection_for_write() as connection:
+            fires = sorted(name for name, _, _ in drain(celery, connection))
+        assert fires == ["x", "y", "z"]
+        assert not core.redis.exists(QUEUE)  # nothing went to RedBeat's database
+        key = BatchEntry.generate_key(celery, "x")
+        assert BatchEntry.load_meta(key, app=celery)["last_run_at"] == last + timedelta(seconds=60)
+    finally:
+        close_celery(celery)
