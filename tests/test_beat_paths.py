@@ -24,9 +24,7 @@ from tests.test_beat_faults import assert_no_traceback, fire_times, gaps, wait_f
 STEADY, EDITED, TOGGLED = "path-steady", "path-edited", "path-toggled"
 SENT_LINE = re.compile(r"beat: sent \d+ fire\(s\): (.*)")
 #: A beat can fire again: it took the lock, or reconcile restored the entries a flush lost.
-RESUMED = re.compile(
-    r"^\[([\d-]+ [\d:,]+): .*(?:beat: Acquired lock|'restored': [1-9])", re.M
-)
+RESUMED = re.compile(r"^\[([\d-]+ [\d:,]+): .*(?:beat: Acquired lock|'restored': [1-9])", re.M)
 
 
 def resumed(logs: list[Path]) -> list[datetime]:
