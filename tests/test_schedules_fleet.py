@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from celery import Celery
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import Engine, event, func, select
 
 from batch import schedules
 from batch.cli import main
@@ -22,6 +24,8 @@ from tests.conftest import settings_env
 
 ACTOR = f"cli:{getpass.getuser()}"
 MANY = 2_000
+#: What statements_on records when a transaction begins.
+BEGIN = "BEGIN (a transaction)"
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +89,23 @@ def newest_revision(core: Core) -> int:
         return session.scalar(select(func.max(ScheduleChange.revision))) or 0
 
 
+@contextmanager
+def statements_on(engine: Engine) -> Iterator[list[str]]:
+    """The SQL statements ``engine`` sends meanwhile, and BEGIN for each transaction."""
+    sent: list[str] = []
+
+    def record(*args: Any) -> None:
+        sent.append(args[2] if len(args) > 2 else BEGIN)
+
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "begin", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "begin", record)
+
+
 def seed(core: Core, celery_app: Celery, tmp_path: Path, count: int = 12) -> None:
     """``count`` schedules s-00000.. imported (every third a cleanup)."""
     schedules.import_schedules(core, celery_app, write_many(tmp_path / "s", count), actor="seed")
@@ -127,8 +148,10 @@ def test_importing_many_files_writes_each_once_and_again_writes_nothing(
 
     # Nothing changed: no SQL write, no audit entry, no change note, Redis untouched.
     before_counts, before_redis = counts(core), redbeat_snapshot(core)
-    again = schedules.import_schedules(core, celery_app, folder, actor="deploy")
+    with statements_on(core.engine) as written:
+        again = schedules.import_schedules(core, celery_app, folder, actor="deploy")
     assert {c.action for c in again} == {"unchanged"}
+    assert written == []  # not even a transaction on the writing engine
     assert counts(core) == before_counts
     assert redbeat_snapshot(core) == before_redis
 
@@ -144,8 +167,14 @@ def test_reimport_writes_only_what_changed_and_keeps_last_fire_times(
     (folder / "s-00001.toml").write_text(toml(1, minute=59))
     audited, revision, untouched = counts(core)[1], newest_revision(core), redbeat_snapshot(core)
 
-    changes = schedules.import_schedules(core, celery_app, folder, actor="deploy")
+    with statements_on(core.engine) as written:
+        changes = schedules.import_schedules(core, celery_app, folder, actor="deploy")
 
+    # One transaction: the two schedules, their audit entries, their change notes.
+    assert written.count(BEGIN) == 1
+    assert [
+        " ".join(line.split()[:3]) for line in dict.fromkeys(written) if line.split()[0] != "BEGIN"
+    ] == ["UPDATE schedules SET", "INSERT INTO audit_log", "INSERT INTO schedule_changes"]
     assert [c.describe() for c in changes if c.action != "unchanged"] == [
         'updated s-00001: cron: "1 * * * *" -> "59 * * * *"',
         "updated s-00002: enabled: false -> true",
