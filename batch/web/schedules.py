@@ -105,6 +105,11 @@ def bulk() -> ResponseReturnValue:
         flash(f"{len(done.changed)} of {len(names)} selected schedule(s) {action}d.")
     else:
         flash("No schedule selected.")
+    return _back_to_list()
+
+
+def _back_to_list() -> ResponseReturnValue:
+    """Back to the list page the form was on: its filters and page are in the form."""
     back = {key: request.form[key] for key in (*FILTER_ARGS, "page") if request.form.get(key)}
     return redirect(url_for(".index", **back))
 
@@ -219,8 +224,9 @@ def _set_enabled(name: str, enabled: bool) -> ResponseReturnValue:
     except NotFound:
         abort(404)
     flash(f"Schedule {name} {'enabled' if enabled else 'disabled'}.")
-    back = request.form.get("back") == "index"
-    return redirect(url_for(".index") if back else url_for(".detail", name=name))
+    if request.form.get("back") == "index":
+        return _back_to_list()
+    return redirect(url_for(".detail", name=name))
 
 
 @blueprint.post("/<name>/delete")

@@ -775,6 +775,8 @@ def test_enable_and_disable_selected_change_each_once_and_go_back_to_the_list(
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "1 of 2 selected schedule(s) disabled." in page
 
+    one = post(client, "/schedules/s-001/enable", {"back": "index", "q": "s-00", "page": "1"})
+    assert one.headers["Location"] == "/schedules/?q=s-00&page=1"
     post(client, "/schedules/", {"action": "enable", "names": ["s-001", "s-002"]})
     assert entry_exists(core, celery_app, "s-001") and entry_exists(core, celery_app, "s-002")
     assert audit(core)[-2:] == [
