@@ -196,8 +196,10 @@ class Firing:
     def _due(self, key: str, digest: str | None, meta: str | None, now: datetime) -> Any:
         """The Fire of a due entry; else the score it should have (-1: none, drop it)."""
         cached = self._definitions.get(key)
-        if not digest or cached is None or cached[0] != digest:
+        if not digest or cached is None:
             return -1.0  # deleted since it was loaded, or not a definition beat can read
+        if cached[0] != digest:
+            return 0.0  # edited since it was loaded: read again at the next tick
         definition = cached[1]
         schedule = definition["schedule"]
         values = self._meta_values(key, meta)

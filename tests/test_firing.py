@@ -186,3 +186,28 @@ def test_fires_reach_a_redis_broker_that_is_not_redbeats(core: Core, firing: Fir
         assert BatchEntry.load_meta(key, app=celery)["last_run_at"] == last + timedelta(seconds=60)
     finally:
         close_celery(celery)
+
+
+def test_an_edit_between_the_load_and_the_definition_fetch_keeps_the_entry(
+    core: Core, celery_app: Celery, firing: Firing
+) -> None:
+    last = utcnow().replace(microsecond=0) - timedelta(seconds=61)
+    add_entry(celery_app, "raced", 60, last)
+    fetch = firing._fetch_definitions
+
+    def edit_then_fetch(*args: Any) -> None:
+        add_entry(celery_app, "raced", 30, last)  # loaded under one digest, fetched under another
+        fetch(*args)
+
+    firing._fetch_definitions = edit_then_fetch  # type: ignore[method-assign]
+    assert fire_all(firing, celery_app) == [1]
+    firing._fetch_definitions = fetch  # type: ignore[method-assign]
+    key = BatchEntry.generate_key(celery_app, "raced")
+    assert core.redis.zscore(celery_app.redbeat_conf.schedule_key, key) is not None
+    # The next step reads it again and fires it once, by its new timing (every 30 s).
+    assert fire_all(firing, celery_app) == [1]
+    with celery_app.connection_for_write() as connection:
+        fires = drain(celery_app, connection)
+    assert [(name, when) for name, when, _ in fires] == [
+        ("raced", (last + timedelta(seconds=60)).isoformat())
+    ]
