@@ -91,7 +91,8 @@ def main() -> None:
         redis = start_private_redis(workdir / "redis")
         try:
             core, celery = fresh(workdir, "old", redis.url, args.database_url)
-            parse, files = timed(lambda: schedules.load_schedule_files(core, folder))
+            with schedules._no_collection():  # as the import runs it
+                parse, files = timed(lambda: schedules.load_schedule_files(core, folder))
             store = schedules._store  # the old path: a lock, a transaction and Redis writes each
             old, _ = timed(
                 lambda: [store(core, celery, f.spec, actor=ACTOR, mode="upsert", source=f.source)
