@@ -536,10 +536,10 @@ def load_schedule_files(core: Core, path: Path) -> list[ScheduleFile]:
 
 
 def _read_toml(file: Path) -> dict[str, Any]:
+    if not file.is_file():  # a folder, or a pipe that a read would wait on
+        raise InvalidSchedule({str(file): "not a file"})
     try:
         text = file.read_bytes().decode("utf-8")
-    except (IsADirectoryError, FileNotFoundError):
-        raise InvalidSchedule({str(file): "not a file"}) from None
     except UnicodeDecodeError as exc:
         raise InvalidSchedule({str(file): f"not UTF-8 text (byte {exc.start})"}) from None
     except OSError as exc:
