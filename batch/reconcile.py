@@ -32,11 +32,12 @@ from celery import Celery
 from redbeat.schedulers import get_redis
 from redis import Redis
 from redis.client import Pipeline
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from batch.constants import RECONCILED_REVISION_KEY
 from batch.core import Core
+from batch.db import utcnow
 from batch.entries import BatchEntry, delete_in, entry_for, schedule_lock
 from batch.exceptions import UserError
 from batch.models import Run, Schedule, ScheduleChange
@@ -49,8 +50,11 @@ READ_BATCH = 1000
 
 
 def record_changes(session: Session, names: Iterable[str]) -> None:
-    """Note, in the writing transaction, that these schedules changed."""
-    session.add_all(ScheduleChange(name=name) for name in names)
+    """Note, in the writing transaction, that these schedules changed (one executemany)."""
+    now = utcnow()
+    rows = [{"name": name, "changed_at": now} for name in names]
+    if rows:
+        session.execute(insert(ScheduleChange), rows)
 
 
 def reconcile(core: Core, celery: Celery, *, full: bool = False) -> dict[str, Any]:
