@@ -137,6 +137,7 @@ class Firing:
         #: Queues declared on the current broker connection (RabbitMQ drops a message sent
         #: to a queue that does not exist yet).
         self._declared: set[str] = set()
+        self._stop_signals = StopSignals()
         #: The sender's name in each message (Celery computes it per message otherwise).
         self._origin = anon_nodename()
 
@@ -168,7 +169,7 @@ class Firing:
         if fires:
             # A beat told to stop (SIGTERM, Ctrl-C) stops after recording what it sent: a fire
             # is sent twice only if beat dies between the two (kill -9, a crash).
-            with _stop_signals_deferred():
+            with self._stop_signals.held():
                 earliest = self._send_and_record(
                     keys=[self.schedule_key],
                     args=self._record_args(fires, self._send(producer, fires)),
@@ -325,23 +326,48 @@ class Firing:
             pipe.execute()
 
 
-@contextmanager
-def _stop_signals_deferred() -> Iterator[None]:
-    """Hold SIGTERM and SIGINT until the block ends, then let their handlers run."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    held = {
-        signum: signal.signal(signum, lambda number, _frame: received.append(number))
-        for signum in STOP_SIGNALS
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in held.items():
-            signal.signal(signum, handler)
-        for signum in received:
+class StopSignals:
+    """SIGTERM and SIGINT held while a step sends and records its fires, then handled.
+
+    The handlers already installed (Celery beat's) are wrapped once, so that holding costs
+    a flag per step rather than four ``signal.signal`` calls.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[int, Any] = {}
+        self._holding = False
+        self._received: list[int] = []
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the stop signals for the block (in the main thread; elsewhere a no-op)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        if not self._handlers:
+            for signum in STOP_SIGNALS:
+                self._handlers[signum] = signal.signal(signum, self._on_signal)
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            received, self._received = self._received, []
+            for signum in received:
+                self._handle(signum, None)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._holding:
+            self._received.append(signum)
+        else:
+            self._handle(signum, frame)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        handler = self._handlers[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif handler != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)  # the default action: end the process
             signal.raise_signal(signum)
 
 

@@ -268,6 +268,8 @@ class Result:
     cpu_percent: float = 0.0
     rss_mb: float = 0.0
     ready_seconds: float = 0.0
+    #: How beat ended, if it died during the measurement (its exit code and last error line).
+    died: str = ""
     #: Per burst: (fire time, messages, first send, last send, last receive), epoch seconds.
     bursts: list[tuple[float, int, float, float, float]] = field(default_factory=list)
 
@@ -431,12 +433,15 @@ def trial(system: str, scenario: str, size: int, args: argparse.Namespace, workd
         if ready_at > plan.first[0] - 1:
             late = ready_at - plan.first[0]
             print(f"  warning: {system} beat ready {late:+.1f}s after the first fire", flush=True)
-        sleep_until(plan.start, beat)
-        cpu_start = process_cpu_seconds(beat.pid)
-        sleep_until(plan.end, beat)
-        cpu = process_cpu_seconds(beat.pid) - cpu_start
-        rss = process_peak_rss_mb(beat.pid)
-        sleep_until(plan.end + args.grace, beat)
+        cpu = rss = 0.0
+        if sleep_until(plan.start, beat):
+            cpu_start = process_cpu_seconds(beat.pid)
+            if sleep_until(plan.end, beat):
+                cpu = process_cpu_seconds(beat.pid) - cpu_start
+                rss = process_peak_rss_mb(beat.pid)
+        # A beat that died is a result, not a harness failure: what it sent is still counted.
+        while time.time() < plan.end + args.grace:
+            time.sleep(0.5)
         stop.set()
         consumer.join(120)
         if consumer.exitcode != 0:
@@ -445,6 +450,9 @@ def trial(system: str, scenario: str, size: int, args: argparse.Namespace, workd
         result.cpu_percent = 100 * cpu / (plan.end - plan.start)
         result.rss_mb = rss
         result.ready_seconds = ready_at - started
+        if beat.poll() is not None:
+            result.died = died(beat, workdir / "beat.log")
+            print(f"  {system} beat died during the measurement: {result.died}", flush=True)
         return result
     finally:
         stop.set()
@@ -471,11 +479,19 @@ def wait_ready(url: str, conf: Any, count: int, beat: subprocess.Popen[bytes], l
         client.close()
 
 
-def sleep_until(moment: float, beat: subprocess.Popen[bytes]) -> None:
+def sleep_until(moment: float, beat: subprocess.Popen[bytes]) -> bool:
+    """Sleep until ``moment``; False as soon as beat has exited."""
     while (left := moment - time.time()) > 0:
         if beat.poll() is not None:
-            raise RuntimeError(f"beat exited with {beat.returncode} during the measurement")
+            return False
         time.sleep(min(left, 0.5))
+    return beat.poll() is None
+
+
+def died(beat: subprocess.Popen[bytes], log: Path) -> str:
+    """Beat's exit code and the last error line of its log."""
+    errors = [line for line in log.read_text().splitlines() if "Error" in line]
+    return f"exit {beat.returncode}" + (f": {errors[-1].strip()[:160]}" if errors else "")
 
 
 # Reports.
@@ -507,6 +523,7 @@ def summary(result: Result) -> dict[str, str]:
         "beat CPU": f"{result.cpu_percent:.1f} %",
         "beat peak RSS": f"{result.rss_mb:.0f} MB",
         "beat ready after": f"{result.ready_seconds:.1f} s",
+        "beat died": "yes" if result.died else "no",
     }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -211,3 +213,28 @@ def test_an_edit_between_the_load_and_the_definition_fetch_keeps_the_entry(
     assert [(name, when) for name, when, _ in fires] == [
         ("raced", (last + timedelta(seconds=60)).isoformat())
     ]
+
+
+def test_a_stop_signal_during_a_step_is_handled_once_its_fires_are_recorded(
+    core: Core, celery_app: Celery, firing: Firing
+) -> None:
+    last = utcnow().replace(microsecond=0) - timedelta(seconds=61)
+    add_entry(celery_app, "stopped", 60, last)
+
+    class Stopped(Exception):
+        pass
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise Stopped
+
+    previous = signal.signal(signal.SIGTERM, stop)  # as Celery beat's handler ends it
+    try:
+        during_send(firing, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        with pytest.raises(Stopped):
+            fire_all(firing, celery_app)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    key = BatchEntry.generate_key(celery_app, "stopped")
+    assert BatchEntry.load_meta(key, app=celery_app)["last_run_at"] == last + timedelta(seconds=60)
+    with celery_app.connection_for_write() as connection:
+        assert [name for name, _, _ in drain(celery_app, connection)] == ["stopped"]
