@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
 #: The longest sleep between ticks while a full reconcile pass is pending or running.
 RESTORE_POLL_SECONDS = 0.1
+#: A tick that may sleep this long first decodes the entries due within the horizon.
+WARM_UP_IDLE_SECONDS = 0.2
+WARM_UP_HORIZON_SECONDS = 10.0
 #: The shortest time between two extensions of the beat lock.
 LOCK_EXTEND_SECONDS = 0.25
 
@@ -129,6 +132,11 @@ class BatchScheduler(RedBeatScheduler):
                 interval = self._firing().seconds_to_next(self.max_interval)
                 if self._full_pass_pending.is_set():
                     interval = min(interval, RESTORE_POLL_SECONDS)
+                if interval >= WARM_UP_IDLE_SECONDS:
+                    # Idle until the next fire: get the ones coming ready (a burst at :00).
+                    started = time.monotonic()
+                    self._firing().warm_up(self.producer, WARM_UP_HORIZON_SECONDS)
+                    interval = max(0.0, interval - (time.monotonic() - started))
         except LockNotOwnedError:
             # Redis lost our lock (a flush or restart: it lost the schedule too), or it expired
             # and another beat took it. Take it back, or wait as a standby behind that beat.

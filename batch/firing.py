@@ -44,7 +44,7 @@ from batch.constants import SENT_AT_HEADER
 from batch.cron import FireTimes
 from batch.db import utcnow
 from batch.exceptions import UserError
-from batch.redis_broker import TaskMessage, envelope, push_envelopes
+from batch.redis_broker import EnvelopeTemplate, TaskMessage, push_envelopes, slot
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,10 @@ log = logging.getLogger(__name__)
 FIRE_BATCH = 500
 #: The shortest sleep between ticks: fires due within it go out together in the next tick.
 MIN_SLEEP_SECONDS = 0.01
-#: Decoded definitions kept (one per schedule); past this the cache starts again.
+#: Decoded definitions kept (one per schedule); past this the caches start again.
 MAX_CACHED_DEFINITIONS = 500_000
+#: Most entries one warm-up decodes ahead of time.
+WARM_BATCH = 2_000
 #: Signals that stop beat on purpose: held while a step sends and records its fires.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: Fires named in a step's log line; the rest are counted.
@@ -130,6 +132,8 @@ class Firing:
         #: key -> (digest, decoded definition), and key -> (meta JSON, its values) as recorded.
         self._definitions: dict[str, tuple[str, dict[str, Any]]] = {}
         self._metas: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: key -> (digest, its start message's envelope template), on a Redis broker.
+        self._templates: dict[str, tuple[str, EnvelopeTemplate]] = {}
         #: Whether the broker is a Redis, and this one (pushes go with the records then).
         self._broker_is_this_redis: bool | None = None
         #: The earliest score the last step read, when nothing changed it since.
@@ -145,6 +149,7 @@ class Firing:
         """The broker connection was replaced: declare the queues again on the new one."""
         self._declared.clear()
         self._broker_is_this_redis = None
+        self._templates.clear()
 
     def fire_due(self, producer: Producer) -> int:
         """Send and record up to ``FIRE_BATCH`` due fires; how many keys were due."""
@@ -217,6 +222,33 @@ class Firing:
             run_count=int(values.get("total_run_count") or 0) + 1,
         )
 
+    def warm_up(self, producer: Producer, horizon: float) -> int:
+        """Decode, ahead of time, the entries due within ``horizon`` seconds that beat has not
+        seen yet (a beat just started, a burst at the top of the hour); how many.
+
+        Their definitions, metas and, on a Redis broker, message templates are then ready
+        when they fall due: a cold burst of 10,000 costs as much as a warm one.
+        """
+        now = time.time()
+        keys = self.client.zrangebyscore(self.schedule_key, now, now + horizon, 0, WARM_BATCH)
+        cold = [key for key in keys if key not in self._definitions]
+        if not cold:
+            return 0
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in cold:
+                pipe.hmget(key, "definition", "meta")
+            stored = pipe.execute()
+        redis_broker = producer.connection.transport.driver_type == "redis"
+        for key, (definition, meta) in zip(cold, stored, strict=True):
+            digest = self._remember(key, definition)
+            if digest is None:
+                continue
+            if meta:
+                self._metas[key] = (meta, self._meta_values(key, meta))
+            if redis_broker:
+                self._template(producer.channel, key, digest)
+        return len(cold)
+
     def _fetch_definitions(self, due: list[tuple[str, str | None]]) -> None:
         """Decode the definitions of ``due`` not yet decoded (new or changed since)."""
         missing = [
@@ -228,21 +260,27 @@ class Firing:
             for key in missing:
                 pipe.hget(key, "definition")
             definitions = pipe.execute()
-        if len(self._definitions) + len(missing) > MAX_CACHED_DEFINITIONS:
-            self._definitions.clear()
         for key, definition in zip(missing, definitions, strict=True):
-            if definition is None:
-                continue  # deleted meanwhile
-            try:
-                decoded = self._decode_definition(definition)
-            except (ValueError, KeyError, TypeError, UserError) as exc:
-                log.warning("beat: %s has a definition beat cannot read (%s); dropped", key, exc)
-                continue
-            if not isinstance(decoded.get("schedule"), FireTimes) or not decoded.get("enabled"):
-                log.warning("beat: %s is not a batch schedule; dropped", key)
-                continue
-            digest = hashlib.sha1(definition.encode()).hexdigest()
-            self._definitions[key] = (digest, decoded)
+            self._remember(key, definition)
+
+    def _remember(self, key: str, definition: str | None) -> str | None:
+        """Decode and keep an entry's definition; its digest, or None if beat cannot use it."""
+        if definition is None:
+            return None  # deleted meanwhile
+        try:
+            decoded = self._decode_definition(definition)
+        except (ValueError, KeyError, TypeError, UserError) as exc:
+            log.warning("beat: %s has a definition beat cannot read (%s); dropped", key, exc)
+            return None
+        if not isinstance(decoded.get("schedule"), FireTimes) or not decoded.get("enabled"):
+            log.warning("beat: %s is not a batch schedule; dropped", key)
+            return None
+        if len(self._definitions) >= MAX_CACHED_DEFINITIONS:
+            for cache in (self._definitions, self._metas, self._templates):
+                cache.clear()
+        digest = hashlib.sha1(definition.encode()).hexdigest()
+        self._definitions[key] = (digest, decoded)
+        return digest
 
     def _meta_values(self, key: str, meta: str | None) -> dict[str, Any]:
         if not meta:
@@ -255,8 +293,6 @@ class Firing:
 
     def _record_args(self, fires: list[Fire], pushes: list[tuple[str, str]]) -> list[Any]:
         """The script's arguments; each meta kept, so the next fire need not decode it."""
-        if len(self._metas) + len(fires) > MAX_CACHED_DEFINITIONS:
-            self._metas.clear()
         args: list[Any] = []
         for fire, (queue_list, message) in zip(fires, pushes, strict=True):
             values = {"last_run_at": fire.fire_at, "total_run_count": fire.run_count}
@@ -267,17 +303,17 @@ class Firing:
 
     def _send(self, producer: Producer, fires: list[Fire]) -> list[tuple[str, str]]:
         """Send the fires, or leave them to the record script: (queue list, message) each."""
-        headers = {SENT_AT_HEADER: utcnow().isoformat(), "celery_beat_task": True}
-        messages = [self._message(fire, headers) for fire in fires]
+        sent_at = utcnow().isoformat()
         unsent = ("", "")
         if producer.connection.transport.driver_type == "redis":
-            pushes = [envelope(producer.channel, message) for message in messages]
+            pushes = [self._envelope(producer.channel, fire, sent_at) for fire in fires]
             if self._is_this_redis(producer.channel.client):
                 return pushes  # pushed by the script that records them, atomically
             push_envelopes(producer.channel, pushes)
             return [unsent] * len(fires)
         with producer.batch(max_size=2 * FIRE_BATCH):
-            for message in messages:
+            for fire in fires:
+                message = self._message(fire.definition, uuid(), sent_at, fire.fire_at.isoformat())
                 self._declare(producer, message.queue)
                 self.app.amqp.send_task_message(
                     producer, message.headers["task"],
@@ -286,25 +322,41 @@ class Firing:
                 )  # fmt: skip
         return [unsent] * len(fires)
 
+    def _envelope(self, channel: Any, fire: Fire, sent_at: str) -> tuple[str, str]:
+        """The fire's message as kombu's Redis transport writes it, from its schedule's template."""
+        template = self._template(channel, fire.key, fire.digest)
+        values = {"id": uuid(), "sent_at": sent_at, "fire": fire.fire_at.isoformat()}
+        return template.queue_list, template.fill(values)
+
+    def _template(self, channel: Any, key: str, digest: str) -> EnvelopeTemplate:
+        cached = self._templates.get(key)
+        if cached is None or cached[0] != digest:
+            definition = self._definitions[key][1]
+            message = self._message(definition, slot("id"), slot("sent_at"), slot("fire"))
+            cached = (digest, EnvelopeTemplate(channel, message))
+            self._templates[key] = cached
+        return cached[1]
+
     def _is_this_redis(self, broker: Redis) -> bool:
         """Whether the broker's Redis is RedBeat's (same server and database)."""
         if self._broker_is_this_redis is None:
             self._broker_is_this_redis = _address(broker) == _address(self.client)
         return self._broker_is_this_redis
 
-    def _message(self, fire: Fire, headers: dict[str, Any]) -> TaskMessage:
-        definition = fire.definition
+    def _message(
+        self, definition: dict[str, Any], task_id: str, sent_at: str, fire_at: str
+    ) -> TaskMessage:
         options = definition.get("options") or {}
-        kwargs = {**definition["kwargs"], "scheduled_for": fire.fire_at.isoformat()}
-        message_headers, properties, body, _ = self.app.amqp.create_task_message(
-            uuid(), definition["task"], (), kwargs,
+        kwargs = {**definition["kwargs"], "scheduled_for": fire_at}
+        headers, properties, body, _ = self.app.amqp.create_task_message(
+            task_id, definition["task"], (), kwargs,
             # What the worker's log shows for it; Celery's saferepr of the kwargs costs more
             # than the rest of the send.
             argsrepr="()", kwargsrepr=f"{{schedule: {definition.get('name')!r}}}",
             origin=self._origin,
         )  # fmt: skip
         return TaskMessage(
-            headers={**message_headers, **headers},
+            headers={**headers, SENT_AT_HEADER: sent_at, "celery_beat_task": True},
             properties=properties,
             body=body,
             queue=options.get("queue") or self.app.amqp.default_queue.name,

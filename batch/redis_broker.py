@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,10 +66,14 @@ def push_envelopes(channel: Channel, envelopes: Iterable[tuple[str, str]]) -> No
 def envelope(channel: Channel, message: TaskMessage) -> tuple[str, str]:
     """The list a message goes to and its JSON, as kombu's Redis transport writes them."""
     content_type, content_encoding, body = serialize(message.body, serializer="json")
+    return _envelope(channel, message, base64.b64encode(body.encode()).decode(), uuid())
+
+
+def _envelope(channel: Channel, message: TaskMessage, body: str, tag: str) -> tuple[str, str]:
     payload = {
-        "body": base64.b64encode(body.encode()).decode(),
-        "content-encoding": content_encoding,
-        "content-type": content_type,
+        "body": body,
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
         "headers": message.headers,
         "properties": {
             **message.properties,
@@ -76,11 +81,51 @@ def envelope(channel: Channel, message: TaskMessage) -> tuple[str, str]:
             "delivery_info": {"exchange": "", "routing_key": message.queue},
             "priority": message.priority,
             "body_encoding": "base64",
-            "delivery_tag": uuid(),
+            "delivery_tag": tag,
         },
     }
     key = channel._q_for_pri(message.queue, channel.priority(message.priority))
     return key, json.dumps(payload)
+
+
+class EnvelopeTemplate:
+    """One message's envelope with slots, filled per send at the cost of a string join.
+
+    Beat sends the same start message for a schedule on every fire, but for its task id, its
+    delivery tag, its send time and its fire time. Built from a message holding ``slot(name)``
+    strings in those places (``envelope`` writes it once), a fill costs a few microseconds
+    against about 100 for building and encoding the message again.
+    """
+
+    def __init__(self, channel: Channel, message: TaskMessage) -> None:
+        _, _, body = serialize(message.body, serializer="json")
+        self._body = _Slotted(body)
+        self.queue_list, payload = _envelope(channel, message, slot("body"), slot("tag"))
+        self._payload = _Slotted(payload)
+
+    def fill(self, values: dict[str, str]) -> str:
+        """The envelope JSON with each slot's value (JSON-safe text: ids, ISO times)."""
+        body = self._body.fill(values).encode()
+        tag = uuid()
+        return self._payload.fill({**values, "body": base64.b64encode(body).decode(), "tag": tag})
+
+
+def slot(name: str) -> str:
+    """The placeholder ``EnvelopeTemplate`` fills with the value named ``name``."""
+    return f"\x00{name}\x00"
+
+
+class _Slotted:
+    """Text split at its slots: literal, slot name, literal, ..."""
+
+    def __init__(self, text: str) -> None:
+        # json.dumps writes the NUL of a slot as the escape \u0000.
+        self._parts = re.split(r"\\u0000(\w+)\\u0000", text)
+
+    def fill(self, values: dict[str, str]) -> str:
+        parts = self._parts[:]
+        parts[1::2] = [values[name] for name in parts[1::2]]
+        return "".join(parts)
 
 
 @dataclass(frozen=True)

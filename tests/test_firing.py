@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -238,3 +239,22 @@ def test_a_stop_signal_during_a_step_is_handled_once_its_fires_are_recorded(
     assert BatchEntry.load_meta(key, app=celery_app)["last_run_at"] == last + timedelta(seconds=60)
     with celery_app.connection_for_write() as connection:
         assert [name for name, _, _ in drain(celery_app, connection)] == ["stopped"]
+
+
+def test_entries_due_soon_are_made_ready_ahead_and_fire_as_any_other(
+    core: Core, celery_app: Celery, firing: Firing
+) -> None:
+    soon = utcnow().replace(microsecond=0) + timedelta(seconds=2)
+    for name in ("ahead-1", "ahead-2"):
+        add_entry(celery_app, name, 60, soon - timedelta(seconds=60))
+    with celery_app.producer_or_acquire() as producer:
+        assert firing.warm_up(producer, 10.0) == 2
+        assert firing.warm_up(producer, 10.0) == 0  # already ready
+    ready = {key: digest for key, (digest, _) in firing._definitions.items()}
+    while utcnow() < soon:
+        time.sleep(0.05)
+    assert fire_all(firing, celery_app) == [2]
+    assert {key: digest for key, (digest, _) in firing._definitions.items()} == ready
+    with celery_app.connection_for_write() as connection:
+        fires = sorted((name, when) for name, when, _ in drain(celery_app, connection))
+    assert fires == [("ahead-1", soon.isoformat()), ("ahead-2", soon.isoformat())]
