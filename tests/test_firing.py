@@ -22,7 +22,13 @@ from batch.cron import IntervalSchedule
 from batch.db import utcnow
 from batch.entries import BatchEntry, delete_entry
 from batch.firing import FIRE_BATCH, Firing
-from batch.redis_broker import TaskMessage, push_task_messages
+from batch.redis_broker import (
+    EnvelopeTemplate,
+    TaskMessage,
+    envelope,
+    push_task_messages,
+    slot,
+)
 
 #: A queue no test worker consumes: the fires stay there to be counted and read.
 QUEUE = "beat-test"
@@ -258,3 +264,27 @@ def test_entries_due_soon_are_made_ready_ahead_and_fire_as_any_other(
     with celery_app.connection_for_write() as connection:
         fires = sorted((name, when) for name, when, _ in drain(celery_app, connection))
     assert fires == [("ahead-1", soon.isoformat()), ("ahead-2", soon.isoformat())]
+
+
+def test_a_filled_template_is_the_envelope_of_the_message_itself(celery_app: Celery) -> None:
+    def message(task_id: str, sent_at: str, fire: str) -> TaskMessage:
+        headers, properties, body, _ = celery_app.amqp.create_task_message(
+            task_id, "batch.start_run", (), {"schedule": "s", "scheduled_for": fire},
+            argsrepr="()", kwargsrepr="{schedule: 's'}",
+        )  # fmt: skip
+        headers = {**headers, "batch_sent_at": sent_at}
+        return TaskMessage(headers, properties, body, queue=QUEUE, priority=3)
+
+    with celery_app.connection_for_write() as connection:
+        if connection.transport.driver_type != "redis":
+            pytest.skip("templates are for a Redis broker")
+        channel = connection.default_channel
+        template = EnvelopeTemplate(channel, message(slot("id"), slot("sent_at"), slot("fire")))
+        values = {"id": "t-1", "sent_at": "2026-12-01T00:00:00.5+00:00", "fire": "2026-12-01"}
+        filled = json.loads(template.fill(values))
+        key, payload = envelope(channel, message("t-1", values["sent_at"], values["fire"]))
+    expected = json.loads(payload)
+    assert template.queue_list == key
+    for one in (filled, expected):
+        one["properties"].pop("delivery_tag")
+    assert filled == expected
