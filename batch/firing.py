@@ -230,8 +230,17 @@ class Firing:
         when they fall due: a cold burst of 10,000 costs as much as a warm one.
         """
         now = time.time()
-        keys = self.client.zrangebyscore(self.schedule_key, now, now + horizon, 0, WARM_BATCH)
-        cold = [key for key in keys if key not in self._definitions]
+        cold: list[str] = []
+        offset = 0
+        while len(cold) < WARM_BATCH:  # past the ones already ready, a page at a time
+            keys = self.client.zrangebyscore(
+                self.schedule_key, now, now + horizon, offset, WARM_BATCH
+            )
+            cold += [key for key in keys if key not in self._definitions]
+            offset += len(keys)
+            if len(keys) < WARM_BATCH:
+                break
+        cold = cold[:WARM_BATCH]
         if not cold:
             return 0
         with self.client.pipeline(transaction=False) as pipe:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from celery import Celery
@@ -253,9 +254,9 @@ def test_entries_due_soon_are_made_ready_ahead_and_fire_as_any_other(
     soon = utcnow().replace(microsecond=0) + timedelta(seconds=2)
     for name in ("ahead-1", "ahead-2"):
         add_entry(celery_app, name, 60, soon - timedelta(seconds=60))
-    with celery_app.producer_or_acquire() as producer:
-        assert firing.warm_up(producer, 10.0) == 2
-        assert firing.warm_up(producer, 10.0) == 0  # already ready
+    with celery_app.producer_or_acquire() as producer, patch("batch.firing.WARM_BATCH", 1):
+        # One at a time here: each call goes past the ones already ready.
+        assert [firing.warm_up(producer, 10.0) for _ in range(3)] == [1, 1, 0]
     ready = {key: digest for key, (digest, _) in firing._definitions.items()}
     while utcnow() < soon:
         time.sleep(0.05)

@@ -25,13 +25,14 @@ from urllib.parse import quote, urlencode
 
 import hypothesis.strategies as st
 import pytest
+from celery import Celery
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from sqlalchemy import func, select
 
-from batch import users
+from batch import schedules, users
 from batch.celery_app import close_celery
 from batch.cli import main
 from batch.constants import LOGIN_ATTEMPTS_KEY_PREFIX
@@ -437,6 +438,51 @@ def test_admin_schedule_actions(
     response = client.post(f"/schedules/{segment(name)}/{action}", data={"csrf_token": token})
     if response.status_code >= 400:
         check(core, before, response.status_code, f"{action} {name!r}")
+
+
+#: Names for the bulk enable and disable: schedules that exist (fuzz-a, fuzz-b) or not.
+bulk_names = st.lists(st.sampled_from(["fuzz-a", "fuzz-b"]) | text_values, max_size=4)
+
+
+def two_schedules(core: Core, celery: Celery) -> None:
+    """fuzz-a and fuzz-b exist (as the first valid bodies), for bulk requests to find."""
+    for body in VALID_SCHEDULES[:2]:
+        spec = schedules.validate_schedule(core, body)
+        schedules.save_schedule(core, celery, spec, actor="fuzz", mode="upsert")
+
+
+@given(
+    action=st.sampled_from(["enable", "disable"]),
+    body=st.one_of(st.fixed_dictionaries({"names": bulk_names}), json_values),
+)
+def test_api_bulk_enable_and_disable(
+    core: Core, celery_app: Celery, api: FlaskClient, action: str, body: Any
+) -> None:
+    two_schedules(core, celery_app)
+    before = stored_state(core)
+    path = f"/api/schedules/{action}"
+    response = api.post(path, data=body_of(body), content_type="application/json")
+    check(core, before, response.status_code, f"POST {path} {body!r}")
+
+
+@given(
+    action=st.sampled_from(["enable", "disable"]) | text_values,
+    names=bulk_names,
+    back=st.dictionaries(st.sampled_from(["q", "job", "queue", "enabled", "page"]), query_values),
+)
+def test_admin_bulk_form(
+    core: Core, celery_app: Celery, client: FlaskClient, action: str, names: list[str],
+    back: dict[str, str],
+) -> None:  # fmt: skip
+    two_schedules(core, celery_app)
+    token = csrf_token(client, "/schedules/new")
+    before = stored_state(core)
+    fields = [("csrf_token", token), ("action", action), *(("names", name) for name in names)]
+    body = "&".join(f"{segment(key)}={segment(value)}" for key, value in [*fields, *back.items()])
+    response = client.post(
+        "/schedules/", data=body, content_type="application/x-www-form-urlencoded"
+    )
+    check(core, before, response.status_code, f"bulk {action!r} {names!r} {back!r}")
 
 
 @settings(max_examples=settings().max_examples // 3)  # each checks a password hash: slow
