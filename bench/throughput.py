@@ -1,6 +1,7 @@
 """Engine throughput against multiprocessing.Pool(2), and the fixed cost of a tiny run.
 
 Usage: python bench/throughput.py [--items 100000,1000000] [--repeat 3] [--tiny-runs 200]
+                                  [--tiny-throughput 500]
                                   [--redis-url URL] [--broker-url URL] [--database-url URL]
 
 Both sides run in the same run on the same machine: a warm Pool(2) summing 8 ranges (its
@@ -18,14 +19,14 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from celery import chord  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
 from batch import migrate, runs  # noqa: E402
 from batch.celery_app import close_celery, create_celery  # noqa: E402
@@ -124,11 +125,69 @@ def tiny_runs(core: Core, celery, count: int) -> None:
     print(f"tiny run / plain chord: p50 {p50_ratio:.2f}x  p99 {p99_ratio:.2f}x", flush=True)
 
 
+def wait_all_finished(core: Core, run_ids: list[str]) -> None:
+    """Until every run is finished (one counting query per poll); a failed one is an error."""
+    while True:
+        with core.reading() as session:
+            statuses = session.execute(
+                select(Run.status, func.count()).where(Run.id.in_(run_ids)).group_by(Run.status)
+            ).all()
+        done = dict(statuses)
+        if any(status in done for status in FINISHED_STATES if status != "succeeded"):
+            raise RuntimeError(f"tiny runs ended {done}")
+        if done.get("succeeded", 0) == len(run_ids):
+            return
+        time.sleep(0.02)
+
+
+def tiny_throughput(core: Core, celery, count: int) -> float:
+    """Tiny runs per second, fire to aggregate stored, over plain chords per second; the ratio.
+
+    ``count`` fires are sent at once as beat sends them (``batch.start_run`` with a schedule
+    and a fire time each), and the clock stops when SQL holds every aggregate. The baseline is
+    ``count`` plain chords (two one-item tasks and a callback) sent at once, the clock stopping
+    when every callback's result is in. The same worker (2 processes) runs both.
+    """
+    queue = celery.batch_core.jobs.get(JOB).queue
+    base = utcnow().replace(microsecond=0) - timedelta(days=1)
+    fires = [(f"tiny-{time.time_ns()}", base + timedelta(seconds=i)) for i in range(count)]
+    started = time.perf_counter()
+    with celery.producer_or_acquire() as producer:
+        for schedule, fire_at in fires:
+            celery.send_task(
+                "batch.start_run", queue=queue, producer=producer,
+                kwargs={
+                    "job": JOB, "params": {"items": 1}, "trigger": f"schedule:{schedule}",
+                    "schedule": schedule, "scheduled_for": fire_at.isoformat(),
+                },
+            )  # fmt: skip
+    wait_all_finished(core, [runs.scheduled_run_id(name, at) for name, at in fires])
+    engine = count / (time.perf_counter() - started)
+    started = time.perf_counter()
+    results = [
+        chord([celery.signature("bench.plain_item", args=(item,)) for item in (1, 2)], app=celery)(
+            celery.signature("bench.plain_total")
+        )
+        for _ in range(count)
+    ]
+    for result in results:
+        result.get(timeout=120)
+    plain = count / (time.perf_counter() - started)
+    ratio = plain / engine
+    print(
+        f"tiny runs at once (n={count}): engine {engine:6.1f} runs/s  plain chord "
+        f"{plain:6.1f} chords/s  cost per run engine/chord {ratio:.2f}x",
+        flush=True,
+    )
+    return ratio
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", default="100000,1000000")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tiny-runs", type=int, default=200)
+    parser.add_argument("--tiny-throughput", type=int, default=500)
     parser.add_argument("--redis-url", default="")
     parser.add_argument("--broker-url", default="")
     parser.add_argument("--database-url", default="")
@@ -173,6 +232,8 @@ def main() -> None:
                 engine_seconds(core, celery, 1000, poll=0.01)  # warm
                 if args.tiny_runs:
                     tiny_runs(core, celery, args.tiny_runs)
+                if args.tiny_throughput:
+                    tiny_throughput(core, celery, args.tiny_throughput)
                 ratio = throughput(core, celery, pool, sizes, args.repeat)
         finally:
             close_celery(celery)
