@@ -41,8 +41,8 @@ LOCK_EXTEND_SECONDS = 0.25
 class BatchScheduler(RedBeatScheduler):
     """RedBeat's scheduler, firing due entries in batches, with reconcile passes beside it.
 
-    It keeps RedBeat's lock (one active beat, a standby that takes over), renews it every
-    tick (a long burst is many short ticks), and rides out a Redis or broker that does not
+    It keeps RedBeat's lock (one active beat, a standby that takes over), renews it at most
+    every 0.25 s (a long burst is many short ticks), and rides out a Redis or broker that does not
     answer (one warning, a retry every second) and a lost lock (taken again, or waited for).
     """
 
