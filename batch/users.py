@@ -167,16 +167,6 @@ def start_session(core: Core, name: str) -> str:
     return session_id
 
 
-def session_user(core: Core, session_id: str) -> str | None:
-    """The user of the live session ``session_id``, or None (unknown, ended or expired);
-    records the use (see ``record_use``)."""
-    use = find_session(core, session_id)
-    if use is None:
-        return None
-    record_use(core, use)
-    return use.name
-
-
 def find_session(core: Core, session_id: str) -> Use | None:
     """The live session ``session_id`` as a Use of its user, or None; only reads."""
     now = utcnow()
@@ -237,16 +227,6 @@ def remove_token(core: Core, name: str) -> None:
     with core.transaction() as session:
         if session.execute(delete(ApiToken).where(ApiToken.name == name)).rowcount != 1:
             raise NotFound(f"no token {name!r}")
-
-
-def token_owner(core: Core, token: str) -> str | None:
-    """The name of the API token ``token``, or None when it is not a known token; records
-    the use (see ``record_use``)."""
-    use = find_token(core, token)
-    if use is None:
-        return None
-    record_use(core, use)
-    return use.name
 
 
 def find_token(core: Core, token: str) -> Use | None:

@@ -55,7 +55,7 @@ def test_users_list_and_remove(core: Core) -> None:
         "removed user bob; their sessions ended\n",
         "",
     )
-    assert users.session_user(core, session_id) is None
+    assert users.find_session(core, session_id) is None
     with core.reading() as session:
         assert session.scalars(select(User.name)).all() == ["alice"]
         assert session.scalar(select(func.count()).select_from(UserSession)) == 0
@@ -66,7 +66,7 @@ def test_a_new_password_from_the_command_line_ends_sessions(core: Core) -> None:
     session_id = users.start_session(core, "alice")
     code, out, err = cli(core, "users", "password", "alice", "--password", "a newer password")
     assert (code, out, err) == (0, "changed the password of alice; their sessions ended\n", "")
-    assert users.session_user(core, session_id) is None
+    assert users.find_session(core, session_id) is None
     assert users.check_login(core, "alice", "a newer password")
     code, out, err = cli(core, "users", "password", "alice", "--password", "short")
     assert (code, out, err) == (2, "", "error: password too short: at least 8 characters\n")
@@ -76,7 +76,9 @@ def test_a_new_password_from_the_command_line_ends_sessions(core: Core) -> None:
 def test_tokens_list_and_remove(core: Core) -> None:
     secret = users.add_token(core, "ci")
     users.add_token(core, "reports")
-    assert users.token_owner(core, secret) == "ci"
+    use = users.find_token(core, secret)
+    assert use is not None and use.name == "ci"
+    users.record_use(core, use)  # as the API does after a request it accepted
     code, out, err = cli(core, "tokens", "list")
     assert (code, err) == (0, "")
     lines = out.splitlines()
@@ -87,7 +89,7 @@ def test_tokens_list_and_remove(core: Core) -> None:
     with core.reading() as session:
         assert session.get_one(ApiToken, "ci").token_hash not in out
     assert cli(core, "tokens", "remove", "ci") == (0, "removed token ci\n", "")
-    assert users.token_owner(core, secret) is None
+    assert users.find_token(core, secret) is None
     assert count(core, ApiToken) == 1
 
 
