@@ -41,6 +41,7 @@ from batch import capacity, queries, redis_broker, runs
 from batch.constants import REDIS_EPOCH_KEY, SWEEP_LOCK_KEY, TASK_START_RUN
 from batch.core import Core
 from batch.db import utcnow
+from batch.forks import no_fork
 from batch.models import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Run, RunChunk
 
 log = logging.getLogger(__name__)
@@ -275,9 +276,10 @@ class Sweeper:
         self._last_problem = ""
 
     def run(self) -> None:
-        """Sweep until ``stopping`` is set."""
+        """Sweep until ``stopping`` is set; the node's pool never forks mid-pass."""
         while not self.stopping.wait(self.core.settings.sweep_interval_seconds):
-            self.run_once()
+            with no_fork():
+                self.run_once()
 
     def run_once(self) -> SweepResult | None:
         """One pass if this node holds the sweep lock; None when another node sweeps."""
