@@ -115,6 +115,10 @@ class Schedule(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     #: The file it was last imported from (``schedules/x.toml``); None if made in the admin/API.
     source: Mapped[str | None] = mapped_column(Text)
+    #: The digest of that file (and of what validating it depends on) when the row last
+    #: matched it; None once the row is written any other way. An import skips the files
+    #: whose digest is unchanged (batch/schedules.py, ``load_schedule_files``).
+    source_digest: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 import json
 import logging
+import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal, NamedTuple
@@ -323,6 +326,7 @@ def _store(
             for name, (_, value) in change.fields.items():
                 setattr(row, name, value)
             if change.fields:
+                row.source_digest = None  # no longer what its file says, if it has one
                 if before is not None:
                     row.updated_at = utcnow()
                 action = "create" if before is None else "update"
@@ -360,7 +364,7 @@ def set_enabled_many(
             action, now, audits = ("enable" if enabled else "disable"), utcnow(), []
             for row in changed:
                 before = snapshot(row)
-                row.enabled, row.updated_at = enabled, now
+                row.enabled, row.updated_at, row.source_digest = enabled, now, None
                 audits.append(_audit_row(actor, action, row.name, before, snapshot(row), at=now))
             if changed:
                 session.execute(AuditEntry.__table__.insert(), audits)
@@ -508,63 +512,117 @@ def last_runs(session: Session, names: list[str]) -> dict[str, Run]:
 
 
 class ScheduleFile(NamedTuple):
-    """A validated schedule and the file it came from (the path as given: ``schedules/x.toml``)."""
+    """A schedule file: the path as given (``schedules/x.toml``), the schedule's name, its
+    validated spec (None when the file was skipped as unchanged) and the file's digest."""
 
     source: str
-    spec: ScheduleSpec
+    spec: ScheduleSpec | None
+    name: str
+    digest: str
 
 
-def load_schedule_files(core: Core, path: Path) -> list[ScheduleFile]:
-    """Parse and validate ``path`` (a .toml file or a folder of them); all or nothing."""
+#: A schedule file's last import: source -> (schedule name, digest), for the rows that still
+#: match their file.
+ImportedDigests = Mapping[str, tuple[str, str]]
+
+
+def load_schedule_files(
+    core: Core, path: Path, *, imported: ImportedDigests | None = None
+) -> list[ScheduleFile]:
+    """Parse and validate ``path`` (a .toml file or a folder of them); all or nothing.
+
+    A file whose digest is the one ``imported`` holds for its path is not parsed again: its
+    row still matches it, and nothing it is validated against has changed since (see
+    ``validation_fingerprint``). It comes back with ``spec`` None.
+    """
     if not path.exists():
         raise InvalidSchedule({"path": f"{path} does not exist"})
-    files = sorted(path.glob("*.toml"), key=lambda file: file.name) if path.is_dir() else [path]
+    fingerprint = validation_fingerprint(core)
     loaded: dict[str, ScheduleFile] = {}
     checked: ParamsMemo = {}
-    for file in files:
-        data = _read_toml(file)
-        data.setdefault("name", file.stem)
-        try:
-            spec = validate_schedule(core, data, checked=checked)
-        except InvalidSchedule as exc:
-            raise InvalidSchedule({f"{file.name}: {k}": v for k, v in exc.errors.items()}) from None
-        if spec.name in loaded:
-            other = loaded[spec.name].source
-            raise InvalidSchedule({f"{file.name}: name": f"{spec.name!r} is also in {other}"})
-        loaded[spec.name] = ScheduleFile(file.as_posix(), spec)
+    for file, is_file in _toml_files(path):
+        text, source = _read_text(file, is_file), file.as_posix()
+        digest = hashlib.sha256(fingerprint + text.encode()).hexdigest()
+        last = (imported or {}).get(source)
+        if last is not None and last[1] == digest:
+            name, spec = last[0], None
+        else:
+            spec = _parse(core, file, text, checked)
+            name = spec.name
+        if name in loaded:
+            other = loaded[name].source
+            raise InvalidSchedule({f"{file.name}: name": f"{name!r} is also in {other}"})
+        loaded[name] = ScheduleFile(source, spec, name, digest)
     return list(loaded.values())
 
 
-def _read_toml(file: Path) -> dict[str, Any]:
-    if not file.is_file():  # a folder, or a pipe that a read would wait on
+def validation_fingerprint(core: Core) -> bytes:
+    """What validating a schedule file depends on besides its text: batch's version, the
+    configured queues, and each job's name, queue and params schema. A change to any of
+    them makes every file's digest change, so the next import validates every file again."""
+    jobs = [(job.name, job.queue, job.params_model.model_json_schema()) for job in core.jobs]
+    described = [metadata.version("batch"), list(core.settings.queues), jobs]
+    return json.dumps(described, sort_keys=True, default=str).encode() + b"\x00"
+
+
+def _parse(core: Core, file: Path, text: str, checked: ParamsMemo) -> ScheduleSpec:
+    try:
+        data = simple_toml.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidSchedule({str(file): f"not valid TOML: {exc}"}) from None
+    data.setdefault("name", file.stem)
+    try:
+        return validate_schedule(core, data, checked=checked)
+    except InvalidSchedule as exc:
+        raise InvalidSchedule({f"{file.name}: {k}": v for k, v in exc.errors.items()}) from None
+
+
+def _toml_files(path: Path) -> list[tuple[Path, bool]]:
+    """``path``, or the .toml files in it by name; each with whether it is a regular file
+    (read from the folder's listing: no ``stat`` per file)."""
+    if not path.is_dir():
+        return [(path, path.is_file())]
+    with os.scandir(path) as listing:
+        found = [(entry.name, entry.is_file()) for entry in listing if entry.name.endswith(".toml")]
+    return [(path / name, is_file) for name, is_file in sorted(found)]
+
+
+def _read_text(file: Path, is_file: bool) -> str:
+    if not is_file:  # a folder, or a pipe that a read would wait on
         raise InvalidSchedule({str(file): "not a file"})
     try:
-        text = file.read_bytes().decode("utf-8")
+        with open(file, "rb") as stream:
+            return stream.read().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidSchedule({str(file): f"not UTF-8 text (byte {exc.start})"}) from None
     except OSError as exc:
         raise InvalidSchedule({str(file): f"cannot be read: {exc.strerror}"}) from None
-    try:
-        return simple_toml.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidSchedule({str(file): f"not valid TOML: {exc}"}) from None
 
 
 def import_schedules(
-    core: Core, celery: Celery, path: Path, *, actor: str, only_new: bool = False
+    core: Core,
+    celery: Celery,
+    path: Path,
+    *,
+    actor: str,
+    only_new: bool = False,
+    revalidate: bool = False,
 ) -> list[ScheduleChange]:
     """Store every schedule in ``path`` after validating all of them; what it did to each.
 
     Each schedule becomes what its file says, overwriting edits made in the admin, the API or
     the CLI. With ``only_new`` it creates only the schedules missing from SQL and leaves the
-    others untouched ("kept"). Every schedule it stores records its file as ``source``.
-    All the changes are one transaction under one hold of the schedule lock, written through
-    to RedBeat after the commit; when nothing changed, nothing is written to SQL or Redis.
+    others untouched ("kept"). Every schedule it stores records its file as ``source``, and
+    the file's digest: a file unchanged since, whose row was not written another way since,
+    is not parsed again (``revalidate`` parses every file). All the changes are one
+    transaction under one hold of the schedule lock, written through to RedBeat after the
+    commit; when nothing changed, nothing is written to SQL or Redis.
     """
-    with _no_collection():
-        return _import(
-            core, celery, load_schedule_files(core, path), actor=actor, only_new=only_new
-        )
+    with _no_collection(), entries.schedule_lock(celery):
+        with core.reading() as session:
+            imported = {} if revalidate else imported_digests(session)
+        files = load_schedule_files(core, path, imported=imported)
+        return _import(core, celery, files, actor=actor, only_new=only_new)
 
 
 @contextmanager
@@ -584,27 +642,59 @@ def _no_collection() -> Iterator[None]:
 def _import(
     core: Core, celery: Celery, files: list[ScheduleFile], *, actor: str, only_new: bool
 ) -> list[ScheduleChange]:
-    with entries.schedule_lock(celery):
-        with core.reading() as session:
-            rows = _rows_named(session, [spec.name for _, spec in files])
-        changes = [
-            replace(compare(spec, rows[spec.name]), action="kept")
-            if only_new and spec.name in rows
-            else compare(spec, rows.get(spec.name), source=source)
-            for source, spec in files
-        ]
-        changed = [change for change in changes if change.action in ("created", "updated")]
-        if changed:
-            written = _write_changes(core, rows, changed, actor=actor)
-            _follow_in_redbeat(celery, written)
+    """The import's changes, under the schedule lock its caller holds."""
+    parsed = [file for file in files if file.spec is not None]
+    with core.reading() as session:
+        rows = _rows_named(session, [file.name for file in parsed])
+    changes = [_change(file, rows, only_new=only_new) for file in files]
+    digests = {file.name: file.digest for file in parsed}
+    changed = [change for change in changes if change.action in ("created", "updated")]
+    if changed:
+        written = _write_changes(core, rows, changed, digests, actor=actor)
+        _follow_in_redbeat(celery, written)
+    # Rows that match their file but not its digest (imported before digests, or edited back
+    # to what the file says): the digest alone, so that the next import skips them.
+    stale = [
+        {"old_name": change.name, "digest": digests[change.name]}
+        for change in changes
+        if change.action == "unchanged"
+        and change.name in digests
+        and rows[change.name].source_digest != digests[change.name]
+    ]
+    if stale:
+        table = Schedule.__table__
+        with core.transaction() as session:
+            session.execute(
+                table.update()
+                .where(table.c.name == bindparam("old_name"))
+                .values(source_digest=bindparam("digest")),
+                stale,
+            )
     return changes
+
+
+def _change(file: ScheduleFile, rows: Mapping[str, Any], *, only_new: bool) -> ScheduleChange:
+    if file.spec is None:  # unchanged since its last import: its row is what it says
+        return ScheduleChange(file.name, "kept" if only_new else "unchanged")
+    if only_new and file.name in rows:
+        return replace(compare(file.spec, rows[file.name]), action="kept")
+    return compare(file.spec, rows.get(file.name), source=file.source)
+
+
+def imported_digests(session: Session) -> dict[str, tuple[str, str]]:
+    """Source -> (name, digest) of every row that still matches the file it came from."""
+    columns = Schedule.__table__.columns
+    query = select(columns.source, columns.name, columns.source_digest).where(
+        columns.source_digest.is_not(None)
+    )
+    return {source: (name, digest) for source, name, digest in session.execute(query)}
 
 
 def _rows_named(session: Session, names: list[str]) -> dict[str, Row[Any]]:
     """The name and audited columns of each named schedule that exists, by name."""
     found: dict[str, Row[Any]] = {}
     columns = Schedule.__table__.columns
-    query = select(columns.name, *(columns[name] for name in AUDITED_FIELDS))
+    query = select(columns.name, columns.source_digest, *(columns[f] for f in AUDITED_FIELDS))
     for start in range(0, len(names), READ_BATCH):
         part = names[start : start + READ_BATCH]
         found.update(
@@ -614,9 +704,15 @@ def _rows_named(session: Session, names: list[str]) -> dict[str, Row[Any]]:
 
 
 def _write_changes(
-    core: Core, rows: Mapping[str, Any], changed: list[ScheduleChange], *, actor: str
+    core: Core,
+    rows: Mapping[str, Any],
+    changed: list[ScheduleChange],
+    digests: Mapping[str, str],
+    *,
+    actor: str,
 ) -> list[Any]:
-    """Store ``changed`` in one transaction with their audit entries and change notes."""
+    """Store ``changed`` (with their files' digests) in one transaction, with their audit
+    entries and change notes."""
     now = utcnow()
     created, updated, audits, written = [], [], [], []
     for change in changed:
@@ -624,6 +720,7 @@ def _write_changes(
         before = snapshot(row) if row is not None else None
         after = {**(before or {}), **{name: value for name, (_, value) in change.fields.items()}}
         state = {"name": change.name, **after, "updated_at": now}
+        state["source_digest"] = digests[change.name]
         if row is None:
             created.append({**state, "created_at": now})
         else:
@@ -651,4 +748,5 @@ def diff_schedules(core: Core, path: Path) -> list[ScheduleChange]:
     """
     files = load_schedule_files(core, path)
     with core.reading() as session:
-        return [compare(spec, session.get(Schedule, spec.name)) for _, spec in files]
+        rows = _rows_named(session, [file.name for file in files])
+    return [compare(file.spec, rows.get(file.name)) for file in files if file.spec is not None]

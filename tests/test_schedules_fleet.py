@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import getpass
 import json
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +206,60 @@ def test_reimport_writes_only_what_changed_and_keeps_last_fire_times(
     assert {k: v for k, v in now.items() if k not in changed and "::" not in k} == {
         k: v for k, v in untouched.items() if k not in changed and "::" not in k
     }
+
+
+def parsed_again(core: Core, folder: Path) -> list[str]:
+    """The files an import of ``folder`` would parse (and validate) again now."""
+    with core.reading() as session:
+        imported = schedules.imported_digests(session)
+    files = schedules.load_schedule_files(core, folder, imported=imported)
+    return [file.name for file in files if file.spec is not None]
+
+
+def test_an_unchanged_file_is_not_parsed_again_until_it_or_its_row_changes(
+    core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    folder = write_many(tmp_path / "schedules", 30)
+    schedules.import_schedules(core, celery_app, folder, actor="deploy")
+    with core.reading() as session:
+        digests = dict(session.execute(select(Schedule.name, Schedule.source_digest)).all())
+    assert len(set(digests.values())) == 30 and None not in digests.values()
+    assert parsed_again(core, folder) == []
+
+    (folder / "s-00001.toml").write_text(toml(1, minute=59))  # the file changes
+    schedules.set_enabled(core, celery_app, "s-00002", False, actor="user:admin")
+    spec = schedules.validate_schedule(core, {"name": "s-00004", **tomllib.loads(toml(4))})
+    spec.description = "edited in the admin"
+    schedules.save_schedule(core, celery_app, spec, actor="user:admin")
+    spec.description = ""  # and edited back to what its file says
+    schedules.save_schedule(core, celery_app, spec, actor="user:admin")
+    assert parsed_again(core, folder) == ["s-00001", "s-00002", "s-00004"]
+
+    changes = schedules.import_schedules(core, celery_app, folder, actor="deploy")
+    assert [c.describe() for c in changes if c.action != "unchanged"] == [
+        'updated s-00001: cron: "1 * * * *" -> "59 * * * *"',
+        "updated s-00002: enabled: false -> true",
+    ]
+    # s-00004 matched its file again: its digest alone was written back.
+    assert parsed_again(core, folder) == []
+    with statements_on(core.engine) as written:
+        again = schedules.import_schedules(core, celery_app, folder, actor="deploy")
+    assert {c.action for c in again} == {"unchanged"} and writing_transactions(written) == []
+
+
+def test_what_validation_depends_on_changing_parses_every_file_again(
+    core: Core, celery_app: Celery, tmp_path: Path
+) -> None:
+    folder = write_many(tmp_path / "schedules", 6)
+    schedules.import_schedules(core, celery_app, folder, actor="deploy")
+    other_queues = Core(replace(core.settings, queues=(*core.settings.queues, "extra")))
+    try:
+        assert parsed_again(other_queues, folder) == [f"s-{i:05d}" for i in range(6)]
+    finally:
+        other_queues.dispose()
+    # --revalidate parses every file whatever the digests say, and changes nothing here.
+    code, out, _ = cli(core, "schedules", "import", "--revalidate", str(folder))
+    assert (code, out.splitlines()) == (0, [f"unchanged s-{i:05d}" for i in range(6)])
 
 
 def test_only_new_creates_the_missing_in_bulk_and_keeps_the_rest(
