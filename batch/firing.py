@@ -22,7 +22,6 @@ again, and the run for it is created once (runs are unique per schedule and fire
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import signal
 import threading
@@ -37,12 +36,12 @@ from celery import Celery
 from celery.utils.nodenames import anon_nodename
 from kombu import Producer
 from kombu.utils.uuid import uuid
-from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
 from redis import Redis
 
 from batch.constants import SENT_AT_HEADER
 from batch.cron import FireTimes
 from batch.db import utcnow
+from batch.entries import decode_redbeat_json, encode_redbeat_json
 from batch.exceptions import UserError
 from batch.redis_broker import EnvelopeTemplate, TaskMessage, push_envelopes, slot
 
@@ -297,7 +296,7 @@ class Firing:
         cached = self._metas.get(key)
         if cached is not None and cached[0] == meta:
             return cached[1]
-        values: dict[str, Any] = json.loads(meta, cls=RedBeatJSONDecoder)
+        values: dict[str, Any] = decode_redbeat_json(meta)
         return values
 
     def _record_args(self, fires: list[Fire], pushes: list[tuple[str, str]]) -> list[Any]:
@@ -305,7 +304,7 @@ class Firing:
         args: list[Any] = []
         for fire, (queue_list, message) in zip(fires, pushes, strict=True):
             values = {"last_run_at": fire.fire_at, "total_run_count": fire.run_count}
-            meta = json.dumps(values, cls=RedBeatJSONEncoder)
+            meta = encode_redbeat_json(values)
             self._metas[fire.key] = (meta, values)
             args += [fire.key, fire.digest, meta, fire.next_at.timestamp(), queue_list, message]
         return args

@@ -3,7 +3,7 @@
 Usage: python bench/beat.py [--scenario spread,burst] [--sizes 1000,10000] [--huge]
                             [--repeat 1] [--window 150] [--warmup 10] [--bursts 2]
                             [--lead SECONDS] [--grace 10] [--redbeat-max-interval 0]
-                            [--beat-loglevel INFO]
+                            [--beat-loglevel INFO] [--systems redbeat,batch]
 
 Each trial starts a fresh private redis-server (and, for batch, a fresh SQLite database with
 the schedules in SQL), a beat process and a consumer process that pops every message from the
@@ -533,7 +533,8 @@ def report(scenario: str, size: int, results: list[Result]) -> list[str]:
         f"\n{scenario} {size:,} schedules"
         + (f" + {FAST_SCHEDULES} every 1 s" if scenario == "spread" else "")
     )
-    columns = [f"{r.system} #{n // 2 + 1}" for n, r in enumerate(results)]
+    systems = [r.system for r in results]
+    columns = [f"{system} #{systems[: n + 1].count(system)}" for n, system in enumerate(systems)]
     table = [summary(r) for r in results]
     print(f"  {'':<18}" + "".join(f"{c:>14}" for c in columns))
     for metric in table[0]:
@@ -550,6 +551,8 @@ def report(scenario: str, size: int, results: list[Result]) -> list[str]:
         return percentile(r.lateness or [0.0], 0.99)
 
     for name, value in (("lateness p99", p99), ("beat CPU", lambda r: r.cpu_percent)):
+        if not (by_system["redbeat"] and by_system["batch"]):
+            break  # one system measured (--systems): no ratio
         base = median("redbeat", value)
         ratio = median("batch", value) / base if base else float("inf")
         print(f"  batch/redbeat {name}: {ratio:.2f}x")
@@ -598,11 +601,17 @@ def main() -> None:
         help="plain RedBeat's beat_max_loop_interval (0: Celery's default)",
     )
     parser.add_argument("--beat-loglevel", default="INFO", help="both beats' --loglevel")
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="which beats, comma-separated (both)"
+    )
     args = parser.parse_args()
     # A SIGTERM ends the run as Ctrl-C does: through the finally blocks that stop every process.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [int(size) for size in args.sizes.split(",")] + ([100_000] if args.huge else [])
     scenarios = [name.strip() for name in args.scenario.split(",")]
+    systems = [name.strip() for name in args.systems.split(",")]
+    if unknown := set(systems) - set(SYSTEMS):
+        parser.error(f"unknown system(s) {', '.join(sorted(unknown))}; choose from {SYSTEMS}")
 
     markdown: dict[str, list[str]] = {}
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
@@ -614,7 +623,7 @@ def main() -> None:
             for size in sizes:
                 results = []
                 for n in range(args.repeat):
-                    for system in SYSTEMS:
+                    for system in systems:
                         print(f"{scenario} {size:,}: {system} #{n + 1} ...", flush=True)
                         workdir = Path(tmp) / f"{scenario}-{size}-{system}-{n}"
                         results.append(trial(system, scenario, size, args, workdir))

@@ -44,7 +44,9 @@ from tests.web.conftest import STORED, csrf_token, stored_state
 
 settings.register_profile(
     "ci",
-    max_examples=100,
+    # Fixed and derandomized: the same 60 examples per surface on every run, about 2 minutes
+    # for the whole file; HYPOTHESIS_PROFILE=hunt searches far wider.
+    max_examples=60,
     derandomize=True,
     deadline=None,
     database=None,
@@ -204,7 +206,7 @@ def segment(value: str) -> str:
 # --- The API ---------------------------------------------------------------------------------
 
 
-@settings(max_examples=max(settings().max_examples, 300))
+@settings(max_examples=max(settings().max_examples, 200))
 @given(
     body=st.one_of(spoiled_schedules, spoiled_schedules, spoiled_schedules, schedule_bodies),
     method=st.sampled_from(["POST", "PUT"]),
