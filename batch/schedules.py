@@ -417,11 +417,6 @@ def _follow_in_redbeat(celery: Celery, rows: Sequence[Schedule], *, deleted: boo
         )  # fmt: skip
 
 
-def list_schedules(session: Session) -> list[Schedule]:
-    """All schedules by name."""
-    return list(session.scalars(select(Schedule).order_by(Schedule.name)))
-
-
 @dataclass(frozen=True)
 class ScheduleFilter:
     """Which schedules a list or a bulk change means; a field left None does not filter."""
@@ -458,11 +453,21 @@ class ScheduleFilter:
 
 
 def find_schedules(
-    session: Session, jobs: JobRegistry, where: ScheduleFilter, *, limit: int, offset: int = 0
+    session: Session,
+    jobs: JobRegistry,
+    where: ScheduleFilter,
+    *,
+    limit: int,
+    offset: int = 0,
+    after: str | None = None,
 ) -> tuple[list[Schedule], int]:
-    """One page of the schedules ``where`` matches, by name, and how many match in all."""
+    """One page of the schedules ``where`` matches, by name (those named after ``after``
+    only, when given), and how many match in all."""
     conditions = where.where(jobs, _dialect(session))
-    page = select(Schedule).where(*conditions).order_by(Schedule.name).limit(limit).offset(offset)
+    page = select(Schedule).where(*conditions)
+    if after is not None:
+        page = page.where(Schedule.name > after)
+    page = page.order_by(Schedule.name).limit(limit).offset(offset)
     total = select(func.count()).select_from(Schedule).where(*conditions)
     return list(session.scalars(page)), session.scalar(total) or 0
 

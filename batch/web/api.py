@@ -24,11 +24,15 @@ from batch.exceptions import (
 )
 from batch.models import Schedule
 from batch.web import current_celery, current_core, load_json
+from batch.web.runs import query_int
+from batch.web.schedules import FILTER_ARGS, list_filter
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
 #: Names one bulk enable or disable takes (the body stays well under its 1 MiB limit).
 MAX_BULK_NAMES = 10_000
+#: Schedules per page of ``GET /api/schedules`` unless ``limit`` says, and the most it may say.
+SCHEDULES_PAGE, MAX_SCHEDULES_PAGE = 100, 1000
 
 STATUS_OF_ERROR: tuple[tuple[type[UserError], int], ...] = (
     (UnknownJob, 404),
@@ -78,10 +82,27 @@ def cancel_run(run_id: str) -> Response:
 
 @blueprint.get("/schedules")
 def list_schedules() -> Response:
-    """Every schedule, by name."""
-    with current_core().reading() as session:
-        rows = schedules.list_schedules(session)
-        return jsonify(schedules=[schedules.schedule_as_dict(row) for row in rows])
+    """A page of schedules by name, filtered as the admin's list; ``next`` pages on."""
+    core = current_core()
+    where = list_filter(request.args)
+    limit = query_int("limit", SCHEDULES_PAGE)
+    if not 1 <= limit <= MAX_SCHEDULES_PAGE:
+        raise UserError(f"bad limit {limit}: expected 1 to {MAX_SCHEDULES_PAGE}")
+    after = request.args.get("after") or None
+    if after is not None and not schedules.NAME_RE.fullmatch(after):
+        raise UserError(f"bad after {after!r}: expected a schedule name")
+    with core.reading() as session:
+        rows, total = schedules.find_schedules(
+            session, core.jobs, where, limit=limit + 1, after=after
+        )
+    page = rows[:limit]
+    following = None
+    if len(rows) > limit:
+        kept = {key: request.args[key] for key in (*FILTER_ARGS, "limit") if request.args.get(key)}
+        following = url_for(".list_schedules", **kept, after=page[-1].name)
+    return jsonify(
+        schedules=[schedules.schedule_as_dict(row) for row in page], total=total, next=following
+    )
 
 
 @blueprint.get("/schedules/<name>")

@@ -65,7 +65,7 @@ def index() -> ResponseReturnValue:
     """
     core = current_core()
     try:
-        where, page = _list_filter(request.args), query_int("page", 1)
+        where, page = list_filter(request.args), query_int("page", 1)
         if not 1 <= page <= MAX_PAGE:
             raise UserError(f"bad page {page}: expected 1 to {MAX_PAGE}")
     except UserError as exc:
@@ -114,8 +114,9 @@ def _back_to_list() -> ResponseReturnValue:
     return redirect(url_for(".index", **back))
 
 
-def _list_filter(args: MultiDict[str, str]) -> schedules.ScheduleFilter:
-    """The list's filters from the query string; UserError for a value no schedule has."""
+def list_filter(args: MultiDict[str, str]) -> schedules.ScheduleFilter:
+    """The list's filters from the query string (``q``, ``job``, ``queue``, ``enabled``),
+    for the admin's list and the API's; UserError for a value no schedule has."""
     search, job, queue = (args.get(key, "").strip() or None for key in ("q", "job", "queue"))
     state = args.get("enabled", "")
     if search is not None and (problem := text_problem(search)):

@@ -294,7 +294,8 @@ def test_create_stores_audits_and_writes_through(
     assert redbeat_exists(core, celery_app, "hourly")
     assert redbeat_entry(celery_app, "hourly").schedule == CronSchedule("5 * * * *", "UTC")
 
-    assert api.get("/api/schedules").json == {"schedules": [HOURLY_STORED]}
+    listed = {"schedules": [HOURLY_STORED], "total": 1, "next": None}
+    assert api.get("/api/schedules").json == listed
     assert api.get("/api/schedules/hourly").json == HOURLY_STORED
 
 
@@ -434,7 +435,7 @@ def test_delete_then_404(api: FlaskClient, core: Core, celery_app: Celery) -> No
             404,
             {"error": "schedule 'hourly' not found"},
         )
-    assert api.get("/api/schedules").json == {"schedules": []}
+    assert api.get("/api/schedules").json == {"schedules": [], "total": 0, "next": None}
 
 
 def test_a_run_the_broker_cannot_take_is_a_503_and_a_failed_run(core: Core, api_token: str) -> None:
@@ -508,3 +509,54 @@ def test_a_bad_bulk_request_names_the_problem_and_changes_nothing(
 
     assert (response.status_code, response.json) == (status, {"error": error})
     assert stored_state(core) == before
+
+
+def test_the_schedules_list_pages_by_name_with_the_admins_filters(
+    core: Core, celery_app: Celery, api: FlaskClient
+) -> None:
+    for index in range(7):
+        body = {**HOURLY, "name": f"s-{index}", "enabled": index != 3}
+        if index % 2:
+            body.update(job="cleanups.purge_runs", params={}, cron="0 3 * * *")
+        assert api.post("/api/schedules", json=body).status_code == 201
+    with core.reading() as session:  # what the pages must add up to, read from SQL
+        odd_enabled = session.scalars(
+            select(Schedule.name)
+            .where(Schedule.job == "cleanups.purge_runs", Schedule.enabled.is_(True))
+            .order_by(Schedule.name)
+        ).all()
+    assert odd_enabled == ["s-1", "s-5"]
+
+    url, names, totals = "/api/schedules?limit=3", [], set()
+    while url:
+        page = api.get(url).json
+        names += [schedule["name"] for schedule in page["schedules"]]
+        totals.add(page["total"])
+        url = page["next"]
+    assert (names, totals) == ([f"s-{index}" for index in range(7)], {7})
+
+    first = api.get("/api/schedules?job=cleanups.purge_runs&enabled=yes&limit=1").json
+    assert ([s["name"] for s in first["schedules"]], first["total"]) == (["s-1"], 2)
+    assert first["next"] == "/api/schedules?job=cleanups.purge_runs&enabled=yes&limit=1&after=s-1"
+    second = api.get(first["next"]).json
+    assert ([s["name"] for s in second["schedules"]], second["next"]) == (odd_enabled[1:], None)
+    searched = api.get("/api/schedules?q=S-4").json  # a part of the name, in any case
+    assert [s["name"] for s in searched["schedules"]] == ["s-4"]
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("limit=0", "bad limit 0: expected 1 to 1000"),
+        ("limit=1001", "bad limit 1001: expected 1 to 1000"),
+        ("limit=ten", "bad limit 'ten': expected a whole number"),
+        ("after=%00", "bad after '\\x00': expected a schedule name"),
+        ("enabled=maybe", "bad enabled 'maybe': expected yes or no"),
+        ("queue=nope", "unknown queue 'nope'"),
+    ],
+)
+def test_a_bad_schedules_list_query_is_a_400_naming_it(
+    api: FlaskClient, query: str, error: str
+) -> None:
+    response = api.get(f"/api/schedules?{query}")
+    assert (response.status_code, response.json) == (400, {"error": error})
