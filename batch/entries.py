@@ -69,6 +69,14 @@ class BatchEntry(RedBeatSchedulerEntry):
     """A RedBeat entry whose zset score is its true next fire time."""
 
     @staticmethod
+    def decode_meta(meta: str | None, app: Celery | None = None) -> dict[str, Any]:
+        """RedBeat's ``decode_meta`` with one shared decoder (it builds one per call)."""
+        if not meta:
+            return {"last_run_at": None}
+        values: dict[str, Any] = decode_redbeat_json(meta)
+        return values
+
+    @staticmethod
     def decode_definition(definition: str) -> dict[str, Any]:
         decoded = decode_redbeat_json(definition)
         decoded["schedule"] = _decode_schedule(decoded.get("schedule"))
@@ -152,7 +160,7 @@ def write_entry(celery: Celery, row: Schedule) -> None:
 
 def last_fire_times(celery: Celery, names: list[str]) -> dict[str, datetime | None]:
     """Each named schedule's last fire time as RedBeat holds it, in one Redis round trip."""
-    with get_redis(celery).pipeline() as pipe:
+    with get_redis(celery).pipeline(transaction=False) as pipe:
         for name in names:
             pipe.hget(BatchEntry.generate_key(celery, name), "meta")
         metas = pipe.execute()

@@ -499,21 +499,22 @@ def audit_trail(session: Session, name: str, limit: int = 50) -> list[AuditEntry
     )
 
 
-def last_runs(session: Session, names: list[str]) -> dict[str, Run]:
-    """The newest run of each named schedule (one indexed query)."""
+def last_runs(session: Session, names: list[str]) -> dict[str, Row[Any]]:
+    """The newest run of each named schedule: its ``id``, ``status`` and ``created_at`` (one
+    indexed query; not the whole row, whose params and result a list does not show)."""
     newest = (
         select(Run.schedule_name, func.max(Run.created_at).label("created_at"))
         .where(Run.schedule_name.in_(names))
         .group_by(Run.schedule_name)
         .subquery()
     )
-    rows = session.scalars(
-        select(Run).join(
+    rows = session.execute(
+        select(Run.schedule_name, Run.id, Run.status, Run.created_at).join(
             newest,
             (Run.schedule_name == newest.c.schedule_name) & (Run.created_at == newest.c.created_at),
         )
     )
-    return {run.schedule_name: run for run in rows}
+    return {row.schedule_name: row for row in rows}
 
 
 class ScheduleFile(NamedTuple):

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 from zoneinfo import available_timezones
 
 from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
@@ -33,7 +34,7 @@ from batch.exceptions import (
     UserError,
 )
 from batch.jobs import Job
-from batch.models import AuditEntry, Run, Schedule
+from batch.models import AuditEntry, Schedule
 from batch.storable import text_problem
 from batch.web import current_celery, current_core, load_json
 from batch.web.runs import error_page, query_int
@@ -265,7 +266,7 @@ def _render_detail(name: str, *, error: str | None = None) -> str:
         last = schedules.last_runs(session, [name]).get(name)
         trail = schedules.audit_trail(session, name)
     last_fire = last_fire_times(current_celery(), [name]).get(name) if row.enabled else None
-    timing = _timing(row)
+    timing = _timing(row.cron, row.timezone, row.interval_seconds)
     upcoming: list[str] = []
     if row.enabled and isinstance(timing, FireTimes):
         moments = timing.upcoming(PREVIEW_COUNT, last_fire or utcnow())
@@ -318,9 +319,10 @@ def _get_or_404(session: Session, name: str) -> Schedule:
         abort(404)
 
 
-def _summary(row: Schedule, last: Run | None, last_fire: datetime | None) -> dict[str, Any]:
-    """What the list and the details show about one schedule."""
-    timing = _timing(row)
+def _summary(row: Schedule, last: Row[Any] | None, last_fire: datetime | None) -> dict[str, Any]:
+    """What the list and the details show about one schedule (``last``: its last run's id,
+    status and creation time)."""
+    timing = _timing(row.cron, row.timezone, row.interval_seconds)
     next_fire = None
     if row.enabled and isinstance(timing, FireTimes):
         next_fire = _show_time(timing.next_after(last_fire or utcnow()), _zone(timing))
@@ -337,12 +339,12 @@ def _summary(row: Schedule, last: Run | None, last_fire: datetime | None) -> dic
     }
 
 
-def _timing(row: Schedule) -> FireTimes | str:
-    """The row's schedule, or why it cannot be built (a row stored before a rule changed)."""
+@lru_cache(maxsize=4096)
+def _timing(cron: str | None, timezone: str, interval_seconds: int | None) -> FireTimes | str:
+    """A row's schedule, or why it cannot be built (a row stored before a rule changed); the
+    same for every row with the same timing, so built once."""
     try:
-        return make_schedule(
-            cron=row.cron, timezone=row.timezone, interval_seconds=row.interval_seconds
-        )
+        return make_schedule(cron=cron, timezone=timezone, interval_seconds=interval_seconds)
     except InvalidSchedule as exc:
         return f"invalid: {'; '.join(exc.errors.values())}"
 
