@@ -34,6 +34,10 @@ RESTORE_POLL_SECONDS = 0.1
 #: A tick that may sleep this long first decodes the entries due within the horizon.
 WARM_UP_IDLE_SECONDS = 0.2
 WARM_UP_HORIZON_SECONDS = 10.0
+#: A busy tick (beat never idles at 100,000 schedules) warms up this many entries at most,
+#: at most this often: up to 2,500 entries a second coming ready, each slice a few ms.
+WARM_SLICE = 250
+WARM_SLICE_SECONDS = 0.1
 #: The shortest time between two extensions of the beat lock.
 LOCK_EXTEND_SECONDS = 0.25
 
@@ -54,8 +58,9 @@ class BatchScheduler(RedBeatScheduler):
     _redis_lost_at: float | None = None
     _standby_logged = False
     _fires: Firing | None = None
-    #: When this beat last extended its lock (monotonic).
+    #: When this beat last extended its lock, and last warmed entries up (monotonic).
     _lock_extended_at = 0.0
+    _warmed_at = 0.0
 
     def setup_schedule(self) -> None:
         self._stopping = threading.Event()
@@ -100,6 +105,8 @@ class BatchScheduler(RedBeatScheduler):
                 log.warning("reconcile failed (%s); retrying in %ss", exc, interval)
                 next_full = 0.0
             except Exception:
+                if self._stopping.is_set():
+                    return  # beat is closing, and stopped the pass in progress
                 log.exception("reconcile failed; retrying in %ss", interval)
                 next_full = 0.0
             self._reconcile_now.wait(interval)
@@ -132,11 +139,7 @@ class BatchScheduler(RedBeatScheduler):
                 interval = self._firing().seconds_to_next(self.max_interval)
                 if self._full_pass_pending.is_set():
                     interval = min(interval, RESTORE_POLL_SECONDS)
-                if interval >= WARM_UP_IDLE_SECONDS:
-                    # Idle until the next fire: get the ones coming ready (a burst at :00).
-                    started = time.monotonic()
-                    self._firing().warm_up(self.producer, WARM_UP_HORIZON_SECONDS)
-                    interval = max(0.0, interval - (time.monotonic() - started))
+                interval = self._warm_up(interval)
         except LockNotOwnedError:
             # Redis lost our lock (a flush or restart: it lost the schedule too), or it expired
             # and another beat took it. Take it back, or wait as a standby behind that beat.
@@ -156,6 +159,20 @@ class BatchScheduler(RedBeatScheduler):
             return RETRY_SECONDS
         self._redis_answers()
         return interval
+
+    def _warm_up(self, interval: float) -> float:
+        """Get the entries coming due ready ahead: a batch when idle until the next fire (a
+        burst at :00), a slice now and then when busy; what is left of ``interval``."""
+        started = time.monotonic()
+        if interval >= WARM_UP_IDLE_SECONDS:
+            limit = None
+        elif started - self._warmed_at >= WARM_SLICE_SECONDS:
+            limit = WARM_SLICE
+        else:
+            return interval
+        self._firing().warm_up(self.producer, WARM_UP_HORIZON_SECONDS, limit)
+        self._warmed_at = time.monotonic()
+        return max(0.0, interval - (self._warmed_at - started))
 
     def _extend_lock(self) -> None:
         # At most every LOCK_EXTEND_SECONDS, not every tick: under load beat ticks a hundred
@@ -226,8 +243,15 @@ class BatchScheduler(RedBeatScheduler):
         if stopping is not None:
             stopping.set()
             self._reconcile_now.set()
-        if getattr(self, "_full_passes", None) is not None:
-            self._full_passes.shutdown(wait=False, cancel_futures=True)
+        passes = getattr(self, "_full_passes", None)
+        if passes is not None:
+            # Stop a pass in progress (it is idempotent), then wait for the pool's manager
+            # thread: left running, it races Python's exit hook for the pool, which then
+            # writes to a pipe the thread just closed and prints an OSError traceback.
+            for process in list((getattr(passes, "_processes", None) or {}).values()):
+                process.kill()
+            passes.shutdown(wait=True, cancel_futures=True)
+            self._full_passes = None
         try:
             super().close()
         except REDIS_ERRORS as exc:

@@ -135,6 +135,8 @@ class Firing:
         self._templates: dict[str, tuple[str, EnvelopeTemplate]] = {}
         #: Whether the broker is a Redis, and this one (pushes go with the records then).
         self._broker_is_this_redis: bool | None = None
+        #: How far ahead warm_up has looked: a score, and the keys seen at that score.
+        self._warm_cursor: tuple[float, int] = (0.0, 0)
         #: The earliest score the last step read, when nothing changed it since.
         self._earliest: float | None = None
         #: Queues declared on the current broker connection (RabbitMQ drops a message sent
@@ -149,6 +151,7 @@ class Firing:
         self._declared.clear()
         self._broker_is_this_redis = None
         self._templates.clear()
+        self._warm_cursor = (0.0, 0)  # make the templates again ahead
 
     def fire_due(self, producer: Producer) -> int:
         """Send and record up to ``FIRE_BATCH`` due fires; how many keys were due."""
@@ -221,40 +224,48 @@ class Firing:
             run_count=int(values.get("total_run_count") or 0) + 1,
         )
 
-    def warm_up(self, producer: Producer, horizon: float) -> int:
-        """Decode, ahead of time, the entries due within ``horizon`` seconds that beat has not
-        seen yet (a beat just started, a burst at the top of the hour); how many.
+    def warm_up(self, producer: Producer, horizon: float, limit: int | None = None) -> int:
+        """Decode, ahead of time, up to ``limit`` (``WARM_BATCH``) entries due within
+        ``horizon`` seconds that beat has not seen yet (a beat just started, a burst at the
+        top of the hour, 100,000 schedules meeting beat in their first minute); how many.
 
         Their definitions, metas and, on a Redis broker, message templates are then ready
-        when they fall due: a cold burst of 10,000 costs as much as a warm one.
+        when they fall due: a cold burst of 10,000 costs as much as a warm one. A cursor
+        (score, and keys seen at that score) remembers how far ahead beat has looked, so
+        each call reads only the entries that came into the horizon since; one that moves
+        behind the cursor (an edit, a new schedule) is read when it falls due.
         """
+        limit = limit or WARM_BATCH
         now = time.time()
-        cold: list[str] = []
-        offset = 0
-        while len(cold) < WARM_BATCH:  # past the ones already ready, a page at a time
-            keys = self.client.zrangebyscore(
-                self.schedule_key, now, now + horizon, offset, WARM_BATCH
-            )
-            cold += [key for key in keys if key not in self._definitions]
-            offset += len(keys)
-            if len(keys) < WARM_BATCH:
-                break
-        cold = cold[:WARM_BATCH]
-        if not cold:
+        end = now + horizon
+        score, seen = self._warm_cursor
+        if score < now:
+            score, seen = now, 0
+        if score > end:
             return 0
-        with self.client.pipeline(transaction=False) as pipe:
-            for key in cold:
-                pipe.hmget(key, "definition", "meta")
-            stored = pipe.execute()
-        redis_broker = producer.connection.transport.driver_type == "redis"
-        for key, (definition, meta) in zip(cold, stored, strict=True):
-            digest = self._remember(key, definition)
-            if digest is None:
-                continue
-            if meta:
-                self._metas[key] = (meta, self._meta_values(key, meta))
-            if redis_broker:
-                self._template(producer.channel, key, digest)
+        page = self.client.zrangebyscore(
+            self.schedule_key, score, end, seen, limit, withscores=True
+        )
+        if len(page) < limit:
+            self._warm_cursor = (end, 0)  # everything up to the horizon is seen
+        else:
+            last = page[-1][1]
+            at_last = sum(1 for _, key_score in page if key_score == last)
+            self._warm_cursor = (last, at_last + (seen if last == score else 0))
+        cold = [key for key, _ in page if key not in self._definitions]
+        if cold:
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in cold:
+                    pipe.hmget(key, "definition", "meta")
+                stored = pipe.execute()
+            for key, (definition, meta) in zip(cold, stored, strict=True):
+                if self._remember(key, definition) is not None and meta:
+                    self._metas[key] = (meta, self._meta_values(key, meta))
+        if producer.connection.transport.driver_type == "redis":
+            for key, _ in page:  # templates too (a new broker connection drops them)
+                known = self._definitions.get(key)
+                if known is not None and key not in self._templates:
+                    self._template(producer.channel, key, known[0])
         return len(cold)
 
     def _fetch_definitions(self, due: list[tuple[str, str | None]]) -> None:
@@ -286,6 +297,7 @@ class Firing:
         if len(self._definitions) >= MAX_CACHED_DEFINITIONS:
             for cache in (self._definitions, self._metas, self._templates):
                 cache.clear()
+            self._warm_cursor = (0.0, 0)
         digest = hashlib.sha1(definition.encode()).hexdigest()
         self._definitions[key] = (digest, decoded)
         return digest

@@ -267,6 +267,49 @@ def test_entries_due_soon_are_made_ready_ahead_and_fire_as_any_other(
     assert fires == [("ahead-1", soon.isoformat()), ("ahead-2", soon.isoformat())]
 
 
+def test_warm_up_reads_only_what_came_into_its_horizon_since_the_last_call(
+    core: Core, celery_app: Celery, firing: Firing
+) -> None:
+    # A busy beat (100,000 schedules) warms a slice on many ticks: each slice must go on from
+    # the last one, not read the whole horizon again. Fire times are whole seconds.
+    base = utcnow().replace(microsecond=0) + timedelta(seconds=2)
+    seconds = {"a": 0, "b": 0, "c": 1, "later": 4}
+    due = {name: base + timedelta(seconds=after) for name, after in seconds.items()}
+    for name, at in due.items():
+        add_entry(celery_app, name, 60, at - timedelta(seconds=60))
+    key = {name: BatchEntry.generate_key(celery_app, name) for name in due}
+    reads: list[int] = []
+    original = core.redis.zrangebyscore
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        page = original(*args, **kwargs)
+        reads.append(len(page))
+        return page
+
+    with (
+        celery_app.producer_or_acquire() as producer,
+        patch.object(core.redis, "zrangebyscore", counted),
+    ):
+        on_redis = producer.connection.transport.driver_type == "redis"
+        # Within 3.5 s: a, b and c, not later.
+        assert firing.warm_up(producer, 3.5, limit=2) == 2  # a and b
+        assert firing.warm_up(producer, 3.5, limit=2) == 1  # c: past the two at its score
+        assert firing.warm_up(producer, 3.5, limit=2) == 0
+        assert reads == [2, 1, 0]  # nothing read twice
+        while utcnow() < base + timedelta(seconds=0.6):  # later comes within 3.5 s
+            time.sleep(0.05)
+        assert firing.warm_up(producer, 3.5, limit=2) == 1
+    assert set(firing._definitions) == set(key.values())
+    if on_redis:  # each ready to fire as it is
+        assert set(firing._templates) == set(key.values())
+        # A new broker connection drops the templates: the next warm-up makes them again for
+        # the entries still ahead.
+        firing.forget_connection()
+        with celery_app.producer_or_acquire() as producer:
+            assert firing.warm_up(producer, 3.5) == 0  # nothing to decode: all known
+        assert set(firing._templates) == {key["c"], key["later"]}
+
+
 def test_a_filled_template_is_the_envelope_of_the_message_itself(celery_app: Celery) -> None:
     def message(task_id: str, sent_at: str, fire: str) -> TaskMessage:
         headers, properties, body, _ = celery_app.amqp.create_task_message(
