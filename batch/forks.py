@@ -15,24 +15,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _turn = threading.Lock()
-_registered = False
-_registering = threading.Lock()
-
-
-def _let_forks_wait() -> None:
-    global _registered
-    with _registering:
-        if not _registered:
-            os.register_at_fork(
-                before=_turn.acquire, after_in_parent=_turn.release, after_in_child=_turn.release
-            )
-            _registered = True
+# Uncontended, a fork takes and gives back a free lock: it waits only for a block in progress.
+os.register_at_fork(
+    before=_turn.acquire, after_in_parent=_turn.release, after_in_child=_turn.release
+)
 
 
 @contextmanager
 def no_fork() -> Iterator[None]:
     """Run the block with no ``os.fork()`` of this process during it: a fork waits for the
     block to end. Never fork inside the block (it would wait for itself)."""
-    _let_forks_wait()
     with _turn:
         yield
