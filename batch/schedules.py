@@ -22,7 +22,7 @@ from typing import Any, Literal, NamedTuple
 from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import ColumnElement, Row, bindparam, func, select
+from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from batch import entries, simple_toml, storable
@@ -452,6 +452,19 @@ class ScheduleFilter:
         return conditions
 
 
+#: The columns of a schedule that a list of schedules shows.
+LIST_COLUMNS = (
+    Schedule.name,
+    Schedule.job,
+    Schedule.enabled,
+    Schedule.cron,
+    Schedule.timezone,
+    Schedule.interval_seconds,
+    Schedule.description,
+    Schedule.source,
+)
+
+
 def find_schedules(
     session: Session,
     jobs: JobRegistry,
@@ -467,9 +480,58 @@ def find_schedules(
     page = select(Schedule).where(*conditions)
     if after is not None:
         page = page.where(Schedule.name > after)
-    page = page.order_by(Schedule.name).limit(limit).offset(offset)
-    total = select(func.count()).select_from(Schedule).where(*conditions)
-    return list(session.scalars(page)), session.scalar(total) or 0
+    rows = list(session.scalars(page.order_by(Schedule.name).limit(limit).offset(offset)))
+    if after is not None:
+        return rows, _count(session, conditions)
+    return rows, _matching(session, conditions, rows, limit=limit, offset=offset)
+
+
+def list_schedules(
+    session: Session, jobs: JobRegistry, where: ScheduleFilter, *, limit: int, offset: int = 0
+) -> tuple[list[Row[Any]], int]:
+    """What a list shows of one page of the schedules ``where`` matches, by name: the
+    LIST_COLUMNS and the newest run's ``last_run_id``, ``last_run_status`` and
+    ``last_run_at`` (None when it never ran), in one query; and how many match in all."""
+    conditions = where.where(jobs, _dialect(session))
+    page = (
+        select(*LIST_COLUMNS, _newest_run(Schedule.name).with_only_columns(Run.id).label("run_id"))
+        .where(*conditions)
+        .order_by(Schedule.name)
+        .limit(limit)
+        .offset(offset)
+        .subquery()
+    )
+    query = (
+        select(
+            *(page.c[column.key] for column in LIST_COLUMNS),
+            Run.id.label("last_run_id"),
+            Run.status.label("last_run_status"),
+            Run.created_at.label("last_run_at"),
+        )
+        .outerjoin(Run, Run.id == page.c.run_id)
+        .order_by(page.c.name)
+    )
+    rows = list(session.execute(query))
+    return rows, _matching(session, conditions, rows, limit=limit, offset=offset)
+
+
+def _matching(
+    session: Session,
+    conditions: list[ColumnElement[bool]],
+    page: Sequence[Any],
+    *,
+    limit: int,
+    offset: int,
+) -> int:
+    """How many schedules meet ``conditions``, given the page of them at ``offset``: a page
+    that is not full and not past the end tells without counting."""
+    if len(page) < limit and (page or offset == 0):
+        return offset + len(page)
+    return _count(session, conditions)
+
+
+def _count(session: Session, conditions: list[ColumnElement[bool]]) -> int:
+    return session.scalar(select(func.count()).select_from(Schedule).where(*conditions)) or 0
 
 
 def names_matching(session: Session, jobs: JobRegistry, where: ScheduleFilter) -> list[str]:
@@ -499,22 +561,20 @@ def audit_trail(session: Session, name: str, limit: int = 50) -> list[AuditEntry
     )
 
 
-def last_runs(session: Session, names: list[str]) -> dict[str, Row[Any]]:
-    """The newest run of each named schedule: its ``id``, ``status`` and ``created_at`` (one
-    indexed query; not the whole row, whose params and result a list does not show)."""
-    newest = (
-        select(Run.schedule_name, func.max(Run.created_at).label("created_at"))
-        .where(Run.schedule_name.in_(names))
-        .group_by(Run.schedule_name)
-        .subquery()
+def last_run(session: Session, name: str) -> Row[Any] | None:
+    """The newest run of schedule ``name``: its ``id``, ``status`` and ``created_at``."""
+    return session.execute(_newest_run(name)).first()
+
+
+def _newest_run(name: ColumnElement[str] | str) -> Select[Any]:
+    """The newest run of the schedule ``name`` (a name, or a column for a correlated
+    subquery): one step down ``ix_runs_schedule_created``."""
+    return (
+        select(Run.id, Run.status, Run.created_at)
+        .where(Run.schedule_name == name)
+        .order_by(Run.created_at.desc())
+        .limit(1)
     )
-    rows = session.execute(
-        select(Run.schedule_name, Run.id, Run.status, Run.created_at).join(
-            newest,
-            (Run.schedule_name == newest.c.schedule_name) & (Run.created_at == newest.c.created_at),
-        )
-    )
-    return {row.schedule_name: row for row in rows}
 
 
 class ScheduleFile(NamedTuple):

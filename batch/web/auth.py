@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
@@ -182,6 +183,9 @@ def login() -> Any:
         if session_id is not None:
             session.clear()
             session[SESSION_KEY] = session_id
+            # A new CSRF secret with the new session (as Flask-WTF makes one), so that no
+            # page after signing in has to set the cookie again.
+            session[CSRF_KEY] = secrets.token_hex(20)
             return redirect(_safe_next(request.args.get("next")))
         error = "wrong name or password"
     return render_template("login.html", error=error), 401 if error else 200

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from functools import cache, lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from zoneinfo import available_timezones
 
 from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
@@ -72,12 +72,11 @@ def index() -> ResponseReturnValue:
     except UserError as exc:
         return error_page(exc)
     with core.reading() as session:
-        rows, total = schedules.find_schedules(
+        rows, total = schedules.list_schedules(
             session, core.jobs, where, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
         )
-        last = schedules.last_runs(session, [row.name for row in rows])
     last_fires = last_fire_times(current_celery(), [row.name for row in rows if row.enabled])
-    items = [_summary(row, last.get(row.name), last_fires.get(row.name)) for row in rows]
+    items = [ScheduleSummary.of(row, _last_run(row), last_fires.get(row.name)) for row in rows]
     return render_template(
         "schedules/index.html",
         items=items,
@@ -263,7 +262,7 @@ def run_now(name: str) -> ResponseReturnValue:
 def _render_detail(name: str, *, error: str | None = None) -> str:
     with current_core().reading() as session:
         row = _get_or_404(session, name)
-        last = schedules.last_runs(session, [name]).get(name)
+        last = schedules.last_run(session, name)
         trail = schedules.audit_trail(session, name)
     last_fire = last_fire_times(current_celery(), [name]).get(name) if row.enabled else None
     timing = _timing(row.cron, row.timezone, row.interval_seconds)
@@ -273,7 +272,7 @@ def _render_detail(name: str, *, error: str | None = None) -> str:
         upcoming = [_show_time(moment, _zone(timing)) for moment in moments]
     return render_template(
         "schedules/detail.html",
-        item=_summary(row, last, last_fire),
+        item=ScheduleSummary.of(row, LastRun._make(last) if last else None, last_fire),
         schedule=schedules.schedule_as_dict(row),
         upcoming=upcoming,
         audit=[_audit_view(entry) for entry in trail],
@@ -319,24 +318,56 @@ def _get_or_404(session: Session, name: str) -> Schedule:
         abort(404)
 
 
-def _summary(row: Schedule, last: Row[Any] | None, last_fire: datetime | None) -> dict[str, Any]:
-    """What the list and the details show about one schedule (``last``: its last run's id,
-    status and creation time)."""
-    timing = _timing(row.cron, row.timezone, row.interval_seconds)
-    next_fire = None
-    if row.enabled and isinstance(timing, FireTimes):
-        next_fire = _show_time(timing.next_after(last_fire or utcnow()), _zone(timing))
-    return {
-        "name": row.name,
-        "job": row.job,
-        "enabled": row.enabled,
-        "words": timing.describe() if isinstance(timing, FireTimes) else timing,
-        "next_fire": next_fire,
-        "last_run": last,
-        "last_run_at": _show_time(last.created_at, UTC) if last else None,
-        "description": row.description,
-        "source": row.source,
-    }
+class LastRun(NamedTuple):
+    """A schedule's newest run, as its list row and page show it."""
+
+    id: str
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSummary:
+    """What the list and the details show about one schedule (an object, not a dict: a
+    template reads its fields without a failed attribute lookup first)."""
+
+    name: str
+    job: str
+    enabled: bool
+    #: The timing in words, or why it is invalid.
+    words: str
+    next_fire: str | None
+    last_run: LastRun | None
+    last_run_at: str | None
+    description: str | None
+    source: str | None
+
+    @classmethod
+    def of(cls, row: Any, last: LastRun | None, last_fire: datetime | None) -> ScheduleSummary:
+        """The summary of ``row`` (a schedule, or a row of its LIST_COLUMNS), given its
+        newest run and its last fire time."""
+        timing = _timing(row.cron, row.timezone, row.interval_seconds)
+        next_fire = None
+        if row.enabled and isinstance(timing, FireTimes):
+            next_fire = _show_time(timing.next_after(last_fire or utcnow()), _zone(timing))
+        return cls(
+            name=row.name,
+            job=row.job,
+            enabled=row.enabled,
+            words=timing.describe() if isinstance(timing, FireTimes) else timing,
+            next_fire=next_fire,
+            last_run=last,
+            last_run_at=_show_time(last.created_at, UTC) if last else None,
+            description=row.description,
+            source=row.source,
+        )
+
+
+def _last_run(row: Row[Any]) -> LastRun | None:
+    """The newest run of a row of ``schedules.list_schedules``."""
+    if row.last_run_id is None:
+        return None
+    return LastRun(row.last_run_id, row.last_run_status, row.last_run_at)
 
 
 @lru_cache(maxsize=4096)

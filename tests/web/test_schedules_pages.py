@@ -723,9 +723,12 @@ def test_the_list_is_paged_searched_and_filtered_in_the_url(
     third = client.get("/schedules/?page=3").get_data(as_text=True)
     assert LISTED.findall(third) == [f"s-{i:03d}" for i in range(100, 120)]
     assert "page 3 of 3" in third and 'rel="next"' not in third
+    # The last page and a short first page give the total without a count query.
+    assert "120 schedules</span>" in first and "120 schedules</span>" in third
 
     found = client.get("/schedules/?q=S-11").get_data(as_text=True)
     assert LISTED.findall(found) == [f"s-{i:03d}" for i in range(110, 120)]
+    assert "10 schedules match" in found
     assert LISTED.findall(client.get("/schedules/?enabled=no").get_data(as_text=True)) == [
         "s-003",
         "s-004",
@@ -775,6 +778,9 @@ def test_enable_and_disable_selected_change_each_once_and_go_back_to_the_list(
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "1 of 2 selected schedule(s) disabled." in page
 
+    # A row's button submits the bulk form (token, filters, page) to the row's own URL.
+    listed = client.get("/schedules/?q=s-00&page=1").get_data(as_text=True)
+    assert 'formaction="/schedules/s-001/enable" name="back" value="index"' in listed
     one = post(client, "/schedules/s-001/enable", {"back": "index", "q": "s-00", "page": "1"})
     assert one.headers["Location"] == "/schedules/?q=s-00&page=1"
     post(client, "/schedules/", {"action": "enable", "names": ["s-001", "s-002"]})
