@@ -520,6 +520,11 @@ def run_chunk(
                 partial = job_obj.process(spec, validated, db=session)
                 stored = _store_partial(core, session, run_id, index, partial)
     except Exception as exc:
+        if (stop := stopping_cause(exc)) is not None:
+            # The process is being stopped (a signal raised SystemExit inside a library,
+            # which then failed on its broken state): not the chunk's error. The process
+            # ends, and its message goes back to the queue, to run again.
+            raise stop from exc
         _record_chunk_error(core, run_id, index, exc, attempt=attempt)
         raise
     elapsed = time.monotonic() - began
@@ -624,6 +629,18 @@ def _store_partial(core: Core, session: Session, run_id: str, index: int, partia
         return False
     _finish_if_complete(core, session, run_id)
     return True
+
+
+def stopping_cause(exc: BaseException) -> BaseException | None:
+    """The SystemExit or KeyboardInterrupt that ``exc`` was raised while handling, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, SystemExit | KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _record_chunk_error(

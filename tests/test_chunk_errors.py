@@ -266,3 +266,22 @@ def test_runs_show_json_adds_the_chunks_to_the_same_keys(core: Core) -> None:
     ]  # fmt: skip
     assert (shown["chunks_done"], shown["chunks_total"]) == (1, 3)
     assert shown["chunks"] == E1_CHUNKS
+
+
+def test_an_error_raised_while_the_process_stops_is_not_the_chunks() -> None:
+    # A pool process told to stop gets SystemExit from its signal handler, wherever it is:
+    # inside SQLAlchemy's commit, the library then fails on its own half-done state.
+    def broken_commit() -> None:
+        try:
+            raise SystemExit(-15)
+        except SystemExit:
+            raise AssertionError from None  # "from None" still keeps __context__
+
+    with pytest.raises(AssertionError) as caught:
+        broken_commit()
+    stop = runs.stopping_cause(caught.value)
+    assert isinstance(stop, SystemExit) and stop.code == -15
+    assert runs.stopping_cause(ValueError("the job's own error")) is None
+    chained = ValueError("outer")
+    chained.__context__ = KeyboardInterrupt()
+    assert isinstance(runs.stopping_cause(chained), KeyboardInterrupt)
