@@ -22,7 +22,7 @@ from typing import Any, Literal, NamedTuple
 from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from batch import entries, simple_toml, storable
@@ -30,8 +30,7 @@ from batch.core import Core
 from batch.cron import MAX_INTERVAL_SECONDS, make_schedule
 from batch.db import utcnow
 from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
-from batch.jobs import JobRegistry
-from batch.models import AuditEntry, Run, Schedule
+from batch.models import AuditEntry, Schedule
 from batch.reconcile import record_changes
 
 log = logging.getLogger(__name__)
@@ -417,133 +416,6 @@ def _follow_in_redbeat(celery: Celery, rows: Sequence[Schedule], *, deleted: boo
         )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class ScheduleFilter:
-    """Which schedules a list or a bulk change means; a field left None does not filter."""
-
-    #: A part of the name, in any case.
-    search: str | None = None
-    job: str | None = None
-    #: The queue a schedule's runs go to: its own, else its job's.
-    queue: str | None = None
-    enabled: bool | None = None
-
-    def __bool__(self) -> bool:
-        return any(value is not None for value in vars(self).values())
-
-    def where(self, jobs: JobRegistry, dialect: str) -> list[ColumnElement[bool]]:
-        """The SQL conditions for ``dialect`` (indexed: ``ix_schedules_job``, ``_queue``)."""
-        conditions: list[ColumnElement[bool]] = []
-        if self.search:
-            # Names are ASCII (NAME_PATTERN), and SQLite's LIKE ignores the case of ASCII
-            # letters: a plain LIKE there, twice as fast as lower() on every row.
-            contains = Schedule.name.contains if dialect == "sqlite" else Schedule.name.icontains
-            conditions.append(contains(self.search, autoescape=True))
-        if self.job is not None:
-            conditions.append(Schedule.job == self.job)
-        if self.queue is not None:
-            by_default = [job.name for job in jobs if job.queue == self.queue]
-            conditions.append(
-                (Schedule.queue == self.queue)
-                | (Schedule.queue.is_(None) & Schedule.job.in_(by_default))
-            )
-        if self.enabled is not None:
-            conditions.append(Schedule.enabled.is_(self.enabled))
-        return conditions
-
-
-#: The columns of a schedule that a list of schedules shows.
-LIST_COLUMNS = (
-    Schedule.name,
-    Schedule.job,
-    Schedule.enabled,
-    Schedule.cron,
-    Schedule.timezone,
-    Schedule.interval_seconds,
-    Schedule.description,
-    Schedule.source,
-)
-
-
-def find_schedules(
-    session: Session,
-    jobs: JobRegistry,
-    where: ScheduleFilter,
-    *,
-    limit: int,
-    offset: int = 0,
-    after: str | None = None,
-) -> tuple[list[Schedule], int]:
-    """One page of the schedules ``where`` matches, by name (those named after ``after``
-    only, when given), and how many match in all."""
-    conditions = where.where(jobs, _dialect(session))
-    page = select(Schedule).where(*conditions)
-    if after is not None:
-        page = page.where(Schedule.name > after)
-    rows = list(session.scalars(page.order_by(Schedule.name).limit(limit).offset(offset)))
-    if after is not None:
-        return rows, _count(session, conditions)
-    return rows, _matching(session, conditions, rows, limit=limit, offset=offset)
-
-
-def list_schedules(
-    session: Session, jobs: JobRegistry, where: ScheduleFilter, *, limit: int, offset: int = 0
-) -> tuple[list[Row[Any]], int]:
-    """What a list shows of one page of the schedules ``where`` matches, by name: the
-    LIST_COLUMNS and the newest run's ``last_run_id``, ``last_run_status`` and
-    ``last_run_at`` (None when it never ran), in one query; and how many match in all."""
-    conditions = where.where(jobs, _dialect(session))
-    page = (
-        select(*LIST_COLUMNS, _newest_run(Schedule.name).with_only_columns(Run.id).label("run_id"))
-        .where(*conditions)
-        .order_by(Schedule.name)
-        .limit(limit)
-        .offset(offset)
-        .subquery()
-    )
-    query = (
-        select(
-            *(page.c[column.key] for column in LIST_COLUMNS),
-            Run.id.label("last_run_id"),
-            Run.status.label("last_run_status"),
-            Run.created_at.label("last_run_at"),
-        )
-        .outerjoin(Run, Run.id == page.c.run_id)
-        .order_by(page.c.name)
-    )
-    rows = list(session.execute(query))
-    return rows, _matching(session, conditions, rows, limit=limit, offset=offset)
-
-
-def _matching(
-    session: Session,
-    conditions: list[ColumnElement[bool]],
-    page: Sequence[Any],
-    *,
-    limit: int,
-    offset: int,
-) -> int:
-    """How many schedules meet ``conditions``, given the page of them at ``offset``: a page
-    that is not full and not past the end tells without counting."""
-    if len(page) < limit and (page or offset == 0):
-        return offset + len(page)
-    return _count(session, conditions)
-
-
-def _count(session: Session, conditions: list[ColumnElement[bool]]) -> int:
-    return session.scalar(select(func.count()).select_from(Schedule).where(*conditions)) or 0
-
-
-def names_matching(session: Session, jobs: JobRegistry, where: ScheduleFilter) -> list[str]:
-    """The names of every schedule ``where`` matches, in order (for a bulk change)."""
-    query = select(Schedule.name).where(*where.where(jobs, _dialect(session)))
-    return list(session.scalars(query.order_by(Schedule.name)))
-
-
-def _dialect(session: Session) -> str:
-    return session.get_bind().dialect.name
-
-
 def schedule_as_dict(row: Schedule) -> dict[str, Any]:
     """The JSON view of a schedule (the API's and the forms' shape: ScheduleSpec's fields)."""
     return {"name": row.name, **{name: getattr(row, name) for name in SPEC_FIELDS}}
@@ -558,22 +430,6 @@ def audit_trail(session: Session, name: str, limit: int = 50) -> list[AuditEntry
             .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
             .limit(limit)
         )
-    )
-
-
-def last_run(session: Session, name: str) -> Row[Any] | None:
-    """The newest run of schedule ``name``: its ``id``, ``status`` and ``created_at``."""
-    return session.execute(_newest_run(name)).first()
-
-
-def _newest_run(name: ColumnElement[str] | str) -> Select[Any]:
-    """The newest run of the schedule ``name`` (a name, or a column for a correlated
-    subquery): one step down ``ix_runs_schedule_created``."""
-    return (
-        select(Run.id, Run.status, Run.created_at)
-        .where(Run.schedule_name == name)
-        .order_by(Run.created_at.desc())
-        .limit(1)
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Update,
+    bindparam,
     delete,
     func,
     or_,
@@ -167,16 +168,24 @@ def start_session(core: Core, name: str) -> str:
     return session_id
 
 
+# Every request looks up its session or token: these statements are built once (building
+# one costs as much as running it).
+_LIVE_SESSION = (
+    select(UserSession.user_name, UserSession.last_seen_at)
+    .join(User, User.name == UserSession.user_name)
+    .where(UserSession.id_hash == bindparam("id_hash"), UserSession.expires_at > bindparam("now"))
+)
+_TOKEN = select(ApiToken.name, ApiToken.last_used_at).where(
+    ApiToken.token_hash == bindparam("token_hash")
+)
+
+
 def find_session(core: Core, session_id: str) -> Use | None:
     """The live session ``session_id`` as a Use of its user, or None; only reads."""
     now = utcnow()
     id_hash = _token_hash(session_id)
     with core.reading() as session:
-        row = session.execute(
-            select(UserSession.user_name, UserSession.last_seen_at)
-            .join(User, User.name == UserSession.user_name)
-            .where(UserSession.id_hash == id_hash, UserSession.expires_at > now)
-        ).one_or_none()
+        row = session.execute(_LIVE_SESSION, {"id_hash": id_hash, "now": now}).one_or_none()
     if row is None:
         return None
     record = None
@@ -232,11 +241,7 @@ def remove_token(core: Core, name: str) -> None:
 def find_token(core: Core, token: str) -> Use | None:
     """The API token ``token`` as a Use of its name, or None; only reads."""
     with core.reading() as session:
-        row = session.execute(
-            select(ApiToken.name, ApiToken.last_used_at).where(
-                ApiToken.token_hash == _token_hash(token)
-            )
-        ).one_or_none()
+        row = session.execute(_TOKEN, {"token_hash": _token_hash(token)}).one_or_none()
     if row is None:
         return None
     now = utcnow()

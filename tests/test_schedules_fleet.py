@@ -16,7 +16,7 @@ from celery import Celery
 from click.testing import CliRunner
 from sqlalchemy import Engine, event, func, select
 
-from batch import schedules
+from batch import schedule_lists, schedules
 from batch.cli import main
 from batch.core import Core
 from batch.entries import BatchEntry
@@ -315,7 +315,8 @@ def test_list_filters_in_sql_limits_and_says_how_many_more(
     assert names("--disabled") == ["s-00003", "s-00004"]
     assert names("--enabled", "--queue", "cleanups") == ["s-00000", "s-00006", "s-00009"]
     assert names("--search", "S-0001") == ["s-00010", "s-00011"]
-    assert names("--search", "%") == names("--search", "_") == []
+    assert names("--search", "%") == names("--search", "_") == names("--search", "/") == []
+    assert names("--search", "0%1") == names("--search", "0_1") == []
     assert names("--limit", "3") == ["s-00000", "s-00001", "s-00002", "..."]
     assert cli(core, "schedules", "list", "--limit", "10")[1].splitlines()[-1] == (
         "... and 2 more (of 12; raise --limit or filter)"
@@ -337,9 +338,9 @@ def test_find_schedules_pages_by_name_with_the_total(
     core: Core, celery_app: Celery, tmp_path: Path
 ) -> None:
     seed(core, celery_app, tmp_path)
-    where = schedules.ScheduleFilter(job="reports.sales_summary")
+    where = schedule_lists.ScheduleFilter(job="reports.sales_summary")
     with core.reading() as session:
-        page, total = schedules.find_schedules(session, core.jobs, where, limit=3, offset=3)
+        page, total = schedule_lists.find_schedules(session, core.jobs, where, limit=3, offset=3)
     assert ([row.name for row in page], total) == (["s-00005", "s-00007", "s-00008"], 8)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from batch import schedules
+from batch import schedule_lists, schedules
 from batch.cli import Context, cli_actor, fail, pass_context
 
 DEFAULT_SCHEDULES_DIR = Path("schedules")
@@ -56,9 +56,9 @@ def schedules_list(
     as_json: bool,
 ) -> None:
     """Schedules by name with their job, timing and state (the first --limit that match)."""
-    where = schedules.ScheduleFilter(search=search, job=job, queue=queue, enabled=enabled)
+    where = schedule_lists.ScheduleFilter(search=search, job=job, queue=queue, enabled=enabled)
     with ctx.core.reading() as session:
-        rows, total = schedules.find_schedules(session, ctx.core.jobs, where, limit=limit)
+        rows, total = schedule_lists.find_schedules(session, ctx.core.jobs, where, limit=limit)
     if as_json:
         click.echo(json.dumps([schedules.schedule_as_dict(row) for row in rows], indent=2))
     else:
@@ -150,12 +150,12 @@ def _set_enabled(
     ctx: Context, names: tuple[str, ...], enabled: bool, *, yes: bool, **filters: str | None
 ) -> None:
     verb = "enabled" if enabled else "disabled"
-    where = schedules.ScheduleFilter(**filters)
+    where = schedule_lists.ScheduleFilter(**filters)
     if bool(names) == bool(where):
         fail("give either schedule NAMES or filters (--search, --job, --queue)")
     if where:
         with ctx.core.reading() as session:
-            names = tuple(schedules.names_matching(session, ctx.core.jobs, where))
+            names = tuple(schedule_lists.names_matching(session, ctx.core.jobs, where))
         if not names:
             click.echo("no schedule matches")
             return

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, g, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
-from batch import queries, runs, schedules
+from batch import queries, runs, schedule_lists, schedules
 from batch.exceptions import (
     Conflict,
     InvalidParams,
@@ -92,7 +92,7 @@ def list_schedules() -> Response:
     if after is not None and not schedules.NAME_RE.fullmatch(after):
         raise UserError(f"bad after {after!r}: expected a schedule name")
     with core.reading() as session:
-        rows, total = schedules.find_schedules(
+        rows, total = schedule_lists.find_schedules(
             session, core.jobs, where, limit=limit + 1, after=after
         )
     page = rows[:limit]

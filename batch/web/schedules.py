@@ -21,7 +21,7 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
-from batch import runs, schedules
+from batch import runs, schedule_lists, schedules
 from batch.cron import FireTimes, make_schedule
 from batch.db import utcnow
 from batch.entries import last_fire_times
@@ -72,7 +72,7 @@ def index() -> ResponseReturnValue:
     except UserError as exc:
         return error_page(exc)
     with core.reading() as session:
-        rows, total = schedules.list_schedules(
+        rows, total = schedule_lists.list_schedules(
             session, core.jobs, where, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
         )
     last_fires = last_fire_times(current_celery(), [row.name for row in rows if row.enabled])
@@ -114,7 +114,7 @@ def _back_to_list() -> ResponseReturnValue:
     return redirect(url_for(".index", **back))
 
 
-def list_filter(args: MultiDict[str, str]) -> schedules.ScheduleFilter:
+def list_filter(args: MultiDict[str, str]) -> schedule_lists.ScheduleFilter:
     """The list's filters from the query string (``q``, ``job``, ``queue``, ``enabled``),
     for the admin's list and the API's; UserError for a value no schedule has."""
     search, job, queue = (args.get(key, "").strip() or None for key in ("q", "job", "queue"))
@@ -127,10 +127,10 @@ def list_filter(args: MultiDict[str, str]) -> schedules.ScheduleFilter:
         raise UserError(f"unknown queue {queue!r}")
     if state not in ENABLED_ARGS:
         raise UserError(f"bad enabled {state!r}: expected yes or no")
-    return schedules.ScheduleFilter(search, job, queue, ENABLED_ARGS[state])
+    return schedule_lists.ScheduleFilter(search, job, queue, ENABLED_ARGS[state])
 
 
-def _filter_args(where: schedules.ScheduleFilter) -> dict[str, str]:
+def _filter_args(where: schedule_lists.ScheduleFilter) -> dict[str, str]:
     """The query arguments that give ``where`` back (for links and the bulk form)."""
     state = {True: "yes", False: "no", None: None}[where.enabled]
     values = {"q": where.search, "job": where.job, "queue": where.queue, "enabled": state}
@@ -262,7 +262,7 @@ def run_now(name: str) -> ResponseReturnValue:
 def _render_detail(name: str, *, error: str | None = None) -> str:
     with current_core().reading() as session:
         row = _get_or_404(session, name)
-        last = schedules.last_run(session, name)
+        last = schedule_lists.last_run(session, name)
         trail = schedules.audit_trail(session, name)
     last_fire = last_fire_times(current_celery(), [name]).get(name) if row.enabled else None
     timing = _timing(row.cron, row.timezone, row.interval_seconds)
@@ -364,7 +364,7 @@ class ScheduleSummary:
 
 
 def _last_run(row: Row[Any]) -> LastRun | None:
-    """The newest run of a row of ``schedules.list_schedules``."""
+    """The newest run of a row of ``schedule_lists.list_schedules``."""
     if row.last_run_id is None:
         return None
     return LastRun(row.last_run_id, row.last_run_status, row.last_run_at)
