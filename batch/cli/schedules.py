@@ -96,7 +96,7 @@ def schedules_import(ctx: Context, path: Path, revalidate: bool) -> None:
     or unchanged.
 
     A file unchanged since its last import, whose schedule was not edited another way since,
-    is not parsed again (10,000 unchanged files: 0.16 s). Every file is parsed again
+    is not parsed again (10,000 unchanged files: 0.09 s). Every file is parsed again
     when batch is upgraded, or the jobs, their params or BATCH_QUEUES change; --revalidate
     parses every file whatever.
     """
