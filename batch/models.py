@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from batch.db import UTCDateTime, utcnow
@@ -18,8 +19,28 @@ FAILED = "failed"
 SKIPPED = "skipped"
 CANCELLED = "cancelled"
 FINISHED_STATES = (SUCCEEDED, FAILED, SKIPPED, CANCELLED)
+RUN_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED)
 #: A chunk planned and sent, not started yet.
 PENDING = "pending"
+
+#: What started a run (``Run.trigger_kind``), told by the start of its trigger text: a
+#: schedule's fire (``schedule:NAME``), a user of the admin (``user:NAME``), an API token
+#: (``api:NAME``), the command line (``cli``); anything else is "other".
+TRIGGER_PREFIXES = {"schedule": "schedule:", "user": "user:", "api": "api:", "cli": "cli"}
+TRIGGER_KINDS = (*TRIGGER_PREFIXES, "other")
+
+
+def trigger_kind(trigger: str) -> str:
+    """The kind of a trigger text (one of TRIGGER_KINDS)."""
+    for kind, prefix in TRIGGER_PREFIXES.items():
+        if trigger.startswith(prefix):
+            return kind
+    return "other"
+
+
+def _trigger_kind_of_row(context: DefaultExecutionContext) -> str:
+    return trigger_kind(context.get_current_parameters()["trigger"])
+
 
 # IDs are BIGINT on PostgreSQL and INTEGER (the rowid alias) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -41,6 +62,7 @@ class Run(Base):
         Index("ix_runs_created", "created_at"),
         Index("ix_runs_schedule_created", "schedule_name", "created_at"),
         Index("ix_runs_job_status_created", "job", "status", "created_at"),
+        Index("ix_runs_trigger_kind_created", "trigger_kind", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -48,6 +70,10 @@ class Run(Base):
     params: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(20), default=QUEUED)
     trigger: Mapped[str] = mapped_column(String(200))
+    #: The kind of ``trigger`` (TRIGGER_KINDS), kept for the runs list's trigger filter.
+    trigger_kind: Mapped[str] = mapped_column(
+        String(20), default=_trigger_kind_of_row, server_default="other"
+    )
     schedule_name: Mapped[str | None] = mapped_column(String(200))
     scheduled_for: Mapped[datetime | None]
     queue: Mapped[str] = mapped_column(String(100))

@@ -37,23 +37,23 @@ from batch.core import Core
 from batch.db import utcnow
 from batch.exceptions import NotFound, UserError
 from batch.models import (
-    CANCELLED,
     FAILED,
     QUEUED,
+    RUN_STATES,
     RUNNING,
-    SKIPPED,
     SUCCEEDED,
     Run,
     RunChunk,
     Schedule,
 )
+from batch.run_filters import RunFilter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RUN_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED)
 GOING_STATES = (QUEUED, RUNNING)
 DEFAULT_PAGE = 25
+NO_FILTER = RunFilter()
 MAX_PAGE = 200
 MAX_PROGRESS_IDS = 200
 CURSOR_SEP = "~"
@@ -136,6 +136,28 @@ class RunItem:
         """The keyset position just after this row."""
         return Cursor(self.created_at, self.id)
 
+    def as_json(self) -> dict[str, Any]:
+        """The JSON view of a row of the runs list (``GET /api/runs``, ``batch runs list``);
+        ``chunks_done`` only while the run is queued or running."""
+        return {
+            "run_id": self.id,
+            "job": self.job,
+            "status": self.status,
+            "trigger": self.trigger,
+            "schedule": self.schedule_name,
+            "scheduled_for": _iso(self.scheduled_for),
+            "chunks_done": self.chunks_done,
+            "chunks_total": self.chunk_count,
+            "created_at": self.created_at.isoformat(),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration_seconds": self.duration_seconds,
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
 
 # Chunks stored so far, looked up (by the run_chunks primary key) only for going runs:
 # the list shows a progress bar for those alone.
@@ -193,23 +215,18 @@ def check_limit(limit: int, maximum: int = MAX_PAGE) -> int:
 
 def list_runs(
     session: Session,
+    where: RunFilter = NO_FILTER,
     *,
-    job: str | None = None,
-    status: str | None = None,
     before: Cursor | None = None,
     limit: int = DEFAULT_PAGE,
 ) -> RunPage:
-    """Runs newest first, optionally of one job and/or status, older than ``before``.
+    """Runs newest first that ``where`` matches, older than ``before``.
 
-    Reads ``limit + 1`` rows in index order (ix_runs_created, ix_runs_job_created,
-    ix_runs_status_created or ix_runs_job_status_created) to know if an older page exists.
+    Reads ``limit + 1`` rows to know if an older page exists, in the order of an index that
+    starts with one of the filters (see batch.run_filters) or ``ix_runs_created``.
     """
     check_limit(limit)
-    query = select(*RUN_ITEM_COLUMNS)
-    if job is not None:
-        query = query.where(Run.job == job)
-    if status is not None:
-        query = query.where(Run.status == check_status(status))
+    query = select(*RUN_ITEM_COLUMNS).where(*where.conditions())
     if before is not None:
         # The first term is an index range; the second breaks ties on created_at.
         query = query.where(

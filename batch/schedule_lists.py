@@ -1,5 +1,5 @@
 """Reads that find and list schedules: the filters the admin's list, the API and the CLI
-share, and a schedule's newest run.
+share, and a page of schedules with each one's newest run.
 
 Each shape of filter (which fields it sets) has its statements built once and run with the
 filter's values as parameters: building a statement and its cache key cost more than
@@ -146,11 +146,6 @@ def names_matching(session: Session, jobs: JobRegistry, where: ScheduleFilter) -
     return list(session.scalars(query, where.params()))
 
 
-def last_run(session: Session, name: str) -> Row[Any] | None:
-    """The newest run of schedule ``name``: its ``id``, ``status`` and ``created_at``."""
-    return session.execute(_LAST_RUN, {"name": name}).first()
-
-
 def _matching(
     session: Session, shape: FilterShape, params: dict[str, Any], page: Sequence[Any]
 ) -> int:
@@ -167,17 +162,14 @@ def _count(session: Session, shape: FilterShape, params: dict[str, Any]) -> int:
 
 
 def _newest_run(name: ColumnElement[str]) -> Select[Any]:
-    """The newest run of the schedule ``name`` (a parameter, or a column for a correlated
-    subquery): one step down ``ix_runs_schedule_created``."""
+    """The newest run of the schedule ``name`` (a column, for a correlated subquery): one
+    step down ``ix_runs_schedule_created``."""
     return (
         select(Run.id, Run.status, Run.created_at)
         .where(Run.schedule_name == name)
         .order_by(Run.created_at.desc())
         .limit(1)
     )
-
-
-_LAST_RUN = _newest_run(bindparam("name"))
 
 
 @functools.lru_cache(maxsize=128)

@@ -47,6 +47,9 @@ from bench.measure import percentile  # noqa: E402
 REGIONS = ("central", "east", "north", "south", "west")
 JOBS = (("reports.sales_summary", 0.7), ("cleanups.purge_runs", 0.3))
 STATUSES = (("succeeded", 0.93), ("failed", 0.05), ("running", 0.02))
+#: How runs were started (a schedule's runs name one of the first SCHEDULES_WITH_RUNS).
+TRIGGERS = (("schedule:", 0.9), ("user:ann", 0.07), ("api:etl", 0.02), ("cli", 0.01))
+SCHEDULES_WITH_RUNS = 1_000
 CHUNKS = 8
 BATCH = 5_000
 
@@ -77,6 +80,11 @@ def seed_runs(core: Core, count: int) -> list[str]:
                 run_id = str(uuid.UUID(int=rng.getrandbits(128)))
                 job = rng.choices([j for j, _ in JOBS], [w for _, w in JOBS])[0]
                 status = rng.choices([s for s, _ in STATUSES], [w for _, w in STATUSES])[0]
+                trigger = rng.choices([t for t, _ in TRIGGERS], [w for _, w in TRIGGERS])[0]
+                schedule = None
+                if trigger == "schedule:":
+                    schedule = f"bench-{rng.randrange(SCHEDULES_WITH_RUNS):06d}"
+                    trigger += schedule
                 created = now - timedelta(seconds=(count - offset) * 86.4)
                 finished = created + timedelta(seconds=rng.uniform(0.2, 30))
                 done = status == "succeeded"
@@ -88,7 +96,7 @@ def seed_runs(core: Core, count: int) -> list[str]:
                 runs.append(
                     {
                         "id": run_id, "job": job, "params": {}, "status": status,
-                        "trigger": "schedule:bench", "schedule_name": None, "scheduled_for": None,
+                        "trigger": trigger, "schedule_name": schedule, "scheduled_for": None,
                         "queue": "reports", "chunk_count": CHUNKS, "result": result,
                         "error": "chunk 3: ValueError: boom" if status == "failed" else None,
                         "created_at": created, "started_at": created,
@@ -196,6 +204,11 @@ def load(port: int, cookie: str, paths: list[str], clients: int, per_client: int
     return latencies
 
 
+def days_ago(days: int) -> str:
+    """The UTC date ``days`` before today, as the runs filters take it."""
+    return (datetime.now(UTC) - timedelta(days=days)).date().isoformat()
+
+
 def web_command(port: int) -> list[str]:
     """The Procfile's web command for ``port``, without access logging, run without a shell."""
     line = next(
@@ -259,6 +272,14 @@ def main() -> None:
                 "healthz (baseline)": ["/healthz"],
                 "overview": ["/"],
                 "runs list": ["/runs/", "/runs/?status=failed", "/runs/?job=reports.sales_summary"],
+                "runs, new filters": [
+                    "/runs/?schedule=bench-000042",
+                    "/runs/?trigger=cli",
+                    f"/runs/?since={days_ago(30)}&until={days_ago(20)}",
+                    f"/runs/?status=failed&trigger=user&since={days_ago(50)}",
+                    f"/runs/?q={sample[0][:8]}",
+                ],
+                "schedule page": ["/schedules/bench-000042"],
                 "run page": [f"/runs/{run_id}" for run_id in sample],
                 "results page": ["/results/reports.sales_summary"],
                 "schedules list": [

@@ -14,6 +14,8 @@ from batch.core import Core
 from batch.models import Order, Run
 from tests.conftest import settings_env, wait_for_run
 from tests.test_engine import expected_sum
+from tests.test_queries import add_run
+from tests.web.test_runs_pages import add_triggered_runs
 
 
 def cli(core: Core, *args: str) -> tuple[int, str, str]:
@@ -68,6 +70,12 @@ def test_run_without_wait_prints_the_id(core: Core, worker) -> None:
         ),
         (["runs", "show", "nope"], "error: run nope not found\n"),
         (["runs", "list", "--job", "nope"], "error: unknown job 'nope'\n"),
+        (["runs", "list", "--status", "done"], "error: unknown status 'done': expected one of"
+         " queued, running, succeeded, failed, skipped, cancelled\n"),
+        (["runs", "list", "--since", "monday"], "error: bad since 'monday': expected a date"
+         " (2026-12-01) or a date and time (2026-12-01T06:00)\n"),
+        (["runs", "list", "--schedule", "a b"], "error: bad schedule 'a b': not a schedule name\n"),
+        (["runs", "list", "--limit", "10001"], "error: bad limit 10001: expected 1 to 10000\n"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
@@ -77,6 +85,31 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert (code, err, out) == (2, message, "")
     # submit_run sends its message only after recording the run: no row, no message.
     assert run_count(core) == 0
+
+
+def test_runs_list_filters_as_the_admin_and_pages_past_one_query(core: Core) -> None:
+    add_triggered_runs(core)
+    for minute in range(5, 455):  # 450 more runs of the schedule: three pages of 200
+        add_run(
+            core, f"h{minute:03d}", minute=minute, schedule_name="hourly", trigger="schedule:hourly"
+        )
+
+    def ids(*args: str) -> list[str]:
+        code, out, err = cli(core, "runs", "list", *args)
+        assert (code, err) == (0, "")
+        return [line.split()[0] for line in out.splitlines()]
+
+    assert ids("--schedule", "hourly", "--status", "failed") == ["t3"]
+    assert ids("--trigger", "user") == ["t1"]
+    assert ids("--since", "2026-03-01T12:01", "--until", "2026-03-01T12:03") == ["t2", "t1"]
+    newest = ids("--schedule", "hourly", "--limit", "10000")
+    assert newest == [f"h{m:03d}" for m in range(454, 4, -1)] + ["t3", "t0"]
+    assert ids("--schedule", "hourly", "--limit", "3") == ["h454", "h453", "h452"]
+    code, out, _ = cli(core, "runs", "list", "--id", "t1", "--json")
+    assert code == 2  # ids are hexadecimal: "t1" cannot start one
+    code, out, _ = cli(core, "runs", "list", "--trigger", "api", "--json")
+    assert (code, [run["run_id"] for run in json.loads(out)]) == (0, ["t2"])
+    assert json.loads(out)[0]["trigger"] == "api:etl"
 
 
 def test_jobs_lists_every_registered_job(core: Core) -> None:

@@ -18,6 +18,7 @@ from batch.core import Core
 from batch.exceptions import NotFound, UserError
 from batch.models import Run, RunChunk, Schedule
 from batch.redis_server import free_port
+from batch.run_filters import RunFilter, parse_filter
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SALES = "reports.sales_summary"
@@ -92,8 +93,19 @@ def mixed(core: Core) -> Core:
         (SUMS, "failed"),
         (SALES, "succeeded"),
     ]
+    triggers = ["schedule:hourly", "user:ann", "api:etl", "cli", "lab"]
     for minute, (job, status) in enumerate(plan):
-        add_run(core, f"r{minute}", job=job, status=status, minute=minute)
+        trigger = triggers[minute % len(triggers)]
+        schedule = "hourly" if trigger.startswith("schedule:") else None
+        add_run(
+            core,
+            f"r{minute}",
+            job=job,
+            status=status,
+            minute=minute,
+            trigger=trigger,
+            schedule_name=schedule,
+        )
     return core
 
 
@@ -110,9 +122,61 @@ def mixed(core: Core) -> Core:
 )
 def test_list_runs_filters(mixed: Core, job: str | None, status: str | None, expected) -> None:
     with mixed.reading() as session:
-        page = queries.list_runs(session, job=job, status=status)
+        page = queries.list_runs(session, RunFilter(job=job, status=status))
     assert [run.id for run in page.runs] == expected
     assert page.next_cursor is None
+
+
+AT = T0.isoformat()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"schedule": "hourly"}, ["r5", "r0"]),
+        ({"trigger": "schedule"}, ["r5", "r0"]),
+        ({"trigger": "user"}, ["r6", "r1"]),
+        ({"trigger": "api"}, ["r7", "r2"]),
+        ({"trigger": "cli"}, ["r8", "r3"]),
+        ({"trigger": "other"}, ["r9", "r4"]),
+        ({"since": "2026-03-01T12:03"}, ["r9", "r8", "r7", "r6", "r5", "r4", "r3"]),
+        ({"until": "2026-03-01T12:03"}, ["r2", "r1", "r0"]),
+        ({"since": "2026-03-01T12:02", "until": "2026-03-01T12:04:00Z"}, ["r3", "r2"]),
+        ({"until": "2026-03-01"}, ["r9", "r8", "r7", "r6", "r5", "r4", "r3", "r2", "r1", "r0"]),
+        ({"since": "2026-03-02"}, []),
+        ({"since": "2026-03-01T13:03+01:00"}, ["r9", "r8", "r7", "r6", "r5", "r4", "r3"]),
+        ({"job": SALES, "trigger": "user", "status": "failed"}, []),
+        ({"job": SUMS, "trigger": "user"}, ["r6"]),
+        ({"status": "failed", "since": "2026-03-01T12:03"}, ["r8", "r3"]),
+        ({"schedule": "hourly", "status": "succeeded", "until": "2026-03-01T12:05"}, ["r0"]),
+        ({"q": "r"}, "bad run id"),
+        ({"q": "r1"}, "bad run id"),
+    ],
+)
+def test_list_runs_combined_filters(mixed: Core, args: dict[str, str], expected) -> None:
+    registry = mixed.jobs
+    if isinstance(expected, str):
+        with pytest.raises(UserError, match=expected):
+            parse_filter(args, registry)
+        return
+    with mixed.reading() as session:
+        page = queries.list_runs(session, parse_filter(args, registry))
+    assert [run.id for run in page.runs] == expected
+
+
+def test_list_runs_by_id_prefix(core: Core) -> None:
+    ids = ["0a1b2c3d-0000", "0a1b2c3d-0001", "0a1b2c3e-0000", "0a1b2c3"]
+    for minute, run_id in enumerate(ids):
+        add_run(core, run_id, minute=minute)
+    with core.reading() as session:
+
+        def found(prefix: str) -> list[str]:
+            return [run.id for run in queries.list_runs(session, RunFilter(prefix)).runs]
+
+        assert found("0a1b2c3d") == ["0a1b2c3d-0001", "0a1b2c3d-0000"]
+        assert found("0a1b") == ["0a1b2c3", "0a1b2c3e-0000", "0a1b2c3d-0001", "0a1b2c3d-0000"]
+        assert found("0a1b2c3d-0001") == ["0a1b2c3d-0001"]
+        assert found("ffff") == []
 
 
 def test_list_runs_keyset_pages_have_no_gap_or_overlap(core: Core) -> None:
@@ -138,9 +202,9 @@ def test_list_runs_keyset_pages_have_no_gap_or_overlap(core: Core) -> None:
 
 def test_list_runs_pages_with_filters(mixed: Core) -> None:
     with mixed.reading() as session:
-        first = queries.list_runs(session, job=SALES, limit=2)
-        second = queries.list_runs(session, job=SALES, before=first.next_cursor, limit=2)
-        third = queries.list_runs(session, job=SALES, before=second.next_cursor, limit=2)
+        first = queries.list_runs(session, RunFilter(job=SALES), limit=2)
+        second = queries.list_runs(session, RunFilter(job=SALES), before=first.next_cursor, limit=2)
+        third = queries.list_runs(session, RunFilter(job=SALES), before=second.next_cursor, limit=2)
     assert [r.id for r in first.runs + second.runs + third.runs] == ["r9", "r7", "r5", "r3", "r1"]
     assert third.next_cursor is None
 
@@ -160,8 +224,8 @@ def test_list_runs_count_chunks_done_of_going_runs_only(core: Core) -> None:
 
 def test_list_run_items_carry_the_row(mixed: Core) -> None:
     with mixed.reading() as session:
-        (item,) = queries.list_runs(session, status="queued").runs
-    assert item.id == "r7" and item.job == SALES and item.trigger == "test"
+        (item,) = queries.list_runs(session, RunFilter(status="queued")).runs
+    assert item.id == "r7" and item.job == SALES and item.trigger == "api:etl"
     assert item.created_at == T0 + timedelta(minutes=7)
     assert item.duration_seconds == 3.0
     assert str(item.cursor) == "2026-03-01T12:07:00+00:00~r7"
@@ -170,7 +234,6 @@ def test_list_run_items_carry_the_row(mixed: Core) -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda s: queries.list_runs(s, status="done"), "unknown status 'done'"),
         (lambda s: queries.list_runs(s, limit=0), "bad limit 0"),
         (lambda s: queries.list_runs(s, limit=201), "bad limit 201"),
         (lambda s: queries.job_results(s, SALES, limit=0), "bad limit 0"),
@@ -318,14 +381,22 @@ def test_broker_queue_lengths_of_a_missing_queue_is_zero(core: Core) -> None:
         ({"job": SALES}, "ix_runs_job_created"),
         ({"status": "failed"}, "ix_runs_status_created"),
         ({"job": SALES, "status": "failed"}, "ix_runs_job_status_created"),
+        ({"schedule": "hourly"}, "ix_runs_schedule_created"),
+        ({"trigger": "user"}, "ix_runs_trigger_kind_created"),
+        (
+            {"trigger": "user", "since": T0, "until": T0 + timedelta(hours=1)},
+            "ix_runs_trigger_kind_created",
+        ),
+        ({"since": T0, "until": T0 + timedelta(hours=1)}, "ix_runs_created"),
+        ({"job": SALES, "since": T0}, "ix_runs_job_created"),
     ],
 )
 def test_list_runs_reads_an_index_in_order(mixed: Core, kwargs: dict, index: str) -> None:
     if mixed.read_engine.dialect.name != "sqlite":
         pytest.skip("query plans are checked on SQLite")
     with mixed.reading() as session, statements(mixed) as seen:
-        first = queries.list_runs(session, limit=2, **kwargs)
-        queries.list_runs(session, before=first.next_cursor, limit=2, **kwargs)
+        first = queries.list_runs(session, RunFilter(**kwargs), limit=2)
+        queries.list_runs(session, RunFilter(**kwargs), before=first.next_cursor, limit=2)
     with mixed.reading() as session:
         for statement, params in seen:
             plan = " | ".join(

@@ -10,11 +10,11 @@ from datetime import datetime
 from typing import Any
 
 import click
-from sqlalchemy import select
 
-from batch import queries, runs
+from batch import queries, run_filters, runs
 from batch.cli import Context, cli_actor, fail, pass_context
-from batch.models import FINISHED_STATES, Run
+from batch.models import FINISHED_STATES, RUN_STATES, TRIGGER_KINDS
+from batch.queries import RunItem
 
 POLL_SECONDS = 0.2
 MAX_LISTED_RUNS = 10_000
@@ -112,31 +112,57 @@ def runs_group() -> None:
 
 
 @runs_group.command("list")
+@click.option("--id", "id_prefix", help="Only runs whose id starts with this (4+ characters).")
 @click.option("--job", help="Only runs of this job.")
+@click.option("--schedule", help="Only runs of this schedule.")
+@click.option("--status", help=f"Only runs in this state ({', '.join(RUN_STATES)}).")
+@click.option("--trigger", help=f"Only runs started this way ({', '.join(TRIGGER_KINDS)}).")
+@click.option("--since", help="Only runs created at or after this UTC date or time.")
+@click.option(
+    "--until", help="Only runs created before this UTC date or time (a date: to its end)."
+)
 # An int, not click.IntRange: a value out of range is a user error like any other (one
 # line), not click's usage message.
 @click.option(
     "--limit", default=20, show_default=True, type=int, help=f"At most {MAX_LISTED_RUNS}."
 )
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (the API's shape).")
 @pass_context
-def runs_list(ctx: Context, job: str | None, limit: int) -> None:
-    """The most recent runs, newest first."""
+def runs_list(ctx: Context, limit: int, as_json: bool, **filters: str | None) -> None:
+    """The most recent runs, newest first, filtered as the admin's runs list.
+
+    Example: batch runs list --schedule nightly-sales --status failed --since 2026-11-01
+    """
     queries.check_limit(limit, MAX_LISTED_RUNS)
-    query = select(Run).order_by(Run.created_at.desc()).limit(limit)
-    if job:
-        ctx.core.jobs.get(job)
-        query = query.where(Run.job == job)
+    args = {key: value for key, value in filters.items() if value is not None}
+    args["q"] = args.pop("id_prefix", "")
+    where = run_filters.parse_filter(args, ctx.core.jobs)
+    found = _newest_runs(ctx, where, limit)
+    if as_json:
+        click.echo(json.dumps([item.as_json() for item in found], indent=2))
+        return
+    for item in found:
+        duration = item.duration_seconds
+        shown = f"{duration:.2f}s" if duration is not None and item.finished_at else "-"
+        click.echo(
+            f"{item.id}  {item.created_at:%Y-%m-%d %H:%M:%S}  {item.job:<24} "
+            f"{item.status:<10} {shown:>9}  {item.trigger}"
+        )
+
+
+def _newest_runs(ctx: Context, where: run_filters.RunFilter, limit: int) -> list[RunItem]:
+    """Up to ``limit`` runs ``where`` matches, newest first, read a bounded page at a time."""
+    found: list[RunItem] = []
+    cursor = None
     with ctx.core.reading() as session:
-        for run in session.scalars(query):
-            duration = (
-                f"{(run.finished_at - run.started_at).total_seconds():.2f}s"
-                if run.finished_at and run.started_at
-                else "-"
-            )
-            click.echo(
-                f"{run.id}  {run.created_at:%Y-%m-%d %H:%M:%S}  {run.job:<24} "
-                f"{run.status:<10} {duration:>9}  {run.trigger}"
-            )
+        while len(found) < limit:
+            size = min(queries.MAX_PAGE, limit - len(found))
+            page = queries.list_runs(session, where, before=cursor, limit=size)
+            found += page.runs
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    return found
 
 
 @runs_group.command("show")

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, g, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
-from batch import queries, runs, schedule_lists, schedules
+from batch import queries, run_filters, runs, schedule_lists, schedules
 from batch.exceptions import (
     Conflict,
     InvalidParams,
@@ -63,6 +63,26 @@ def submit_run(job: str) -> tuple[Response, int, dict[str, str]]:
     run_id = runs.submit_run(current_core(), current_celery(), job, params, trigger=g.actor)
     url = url_for("api.get_run", run_id=run_id)
     return jsonify(run_id=run_id, status="queued", url=url), 202, {"Location": url}
+
+
+@blueprint.get("/runs")
+def list_runs() -> Response:
+    """A page of runs, newest first, filtered as the admin's runs list; ``next`` pages on
+    (keyset: rows created before the page's last, never skipped or repeated by new runs)."""
+    core = current_core()
+    where = run_filters.parse_filter(request.args, core.jobs)
+    limit = queries.check_limit(query_int("limit", queries.DEFAULT_PAGE))
+    before = request.args.get("before") or None
+    cursor = queries.Cursor.parse(before) if before else None
+    with core.reading() as session:
+        page = queries.list_runs(session, where, before=cursor, limit=limit)
+    following = None
+    if page.next_cursor is not None:
+        kept = run_filters.filter_args(where)
+        if limit != queries.DEFAULT_PAGE:
+            kept["limit"] = str(limit)
+        following = url_for(".list_runs", **kept, before=str(page.next_cursor))
+    return jsonify(runs=[item.as_json() for item in page.runs], next=following)
 
 
 @blueprint.get("/runs/<run_id>")

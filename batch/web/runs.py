@@ -18,16 +18,23 @@ from flask import (
     url_for,
 )
 
-from batch import queries, runs
+from batch import queries, run_filters, runs
 from batch.exceptions import Conflict, NotFound, UserError
-from batch.models import CANCELLED, FAILED
+from batch.models import (
+    CANCELLED,
+    FAILED,
+    RUN_STATES,
+    TRIGGER_KINDS,
+    TRIGGER_PREFIXES,
+    trigger_kind,
+)
 from batch.queries import GOING_STATES
 from batch.web import current_celery, current_core
 
 blueprint = Blueprint("runs", __name__, url_prefix="/runs")
 
-SCHEDULE_TRIGGER = "schedule:"
-TRIGGER_KINDS = {"user:": "user", "api:": "API token", "cli": "command line"}
+#: How a run page names a trigger kind, where its name is not the word itself.
+TRIGGER_LABELS = {"api": "API token", "cli": "command line"}
 RETRY_RE = re.compile(r" \(retry of (?P<run_id>[^()]+)\)$")
 MAX_ID_LENGTH = 36
 
@@ -54,26 +61,24 @@ def query_int(name: str, default: int) -> int:
 
 @blueprint.get("/")
 def index() -> str:
-    """Runs, newest first, filtered by job and status, paged with an "older" cursor."""
+    """Runs, newest first: searched by id prefix, filtered by job, schedule, status,
+    trigger and date range (all kept in the URL), paged with an "older" cursor."""
     core = current_core()
-    job = request.args.get("job") or None
-    status = request.args.get("status") or None
+    where = run_filters.parse_filter(request.args, core.jobs)
     before = request.args.get("before") or None
     limit = query_int("limit", queries.DEFAULT_PAGE)
-    if job is not None:
-        core.jobs.get(job)  # UnknownJob: a 400 naming the job
     cursor = queries.Cursor.parse(before) if before else None
     with core.reading() as session:
-        page = queries.list_runs(session, job=job, status=status, before=cursor, limit=limit)
+        page = queries.list_runs(session, where, before=cursor, limit=limit)
     return render_template(
         "runs/index.html",
         page=page,
-        job=job,
-        status=status,
+        filters=run_filters.filter_args(where),
         limit_arg=limit if limit != queries.DEFAULT_PAGE else None,
         first_page=cursor is None,
         jobs=[j.name for j in core.jobs],
-        states=queries.RUN_STATES,
+        states=RUN_STATES,
+        trigger_kinds=TRIGGER_KINDS,
     )
 
 
@@ -135,15 +140,9 @@ def describe_trigger(trigger: str) -> dict[str, str | None]:
     match = RETRY_RE.search(trigger)
     retry_of = match["run_id"] if match else None
     base = trigger[: match.start()] if match else trigger
-    if base.startswith(SCHEDULE_TRIGGER):
-        kind, name = "schedule", base.removeprefix(SCHEDULE_TRIGGER)
-    else:
-        kind, name = "other", base
-        for prefix, label in TRIGGER_KINDS.items():
-            if base.startswith(prefix):
-                kind, name = label, base.removeprefix(prefix)
-                break
-    return {"kind": kind, "name": name or None, "retry_of": retry_of}
+    kind = trigger_kind(base)
+    name = base.removeprefix(TRIGGER_PREFIXES[kind]) if kind in TRIGGER_PREFIXES else base
+    return {"kind": TRIGGER_LABELS.get(kind, kind), "name": name or None, "retry_of": retry_of}
 
 
 @blueprint.app_template_filter("duration")

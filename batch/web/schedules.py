@@ -17,11 +17,12 @@ from zoneinfo import available_timezones
 
 from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from markupsafe import Markup
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
-from batch import runs, schedule_lists, schedules
+from batch import queries, runs, schedule_lists, schedules
 from batch.cron import FireTimes, make_schedule
 from batch.db import utcnow
 from batch.entries import last_fire_times
@@ -35,13 +36,17 @@ from batch.exceptions import (
 )
 from batch.jobs import Job
 from batch.models import AuditEntry, Schedule
+from batch.run_filters import RunFilter
 from batch.storable import text_problem
-from batch.web import current_celery, current_core, load_json
+from batch.web import charts, current_celery, current_core, load_json
 from batch.web.runs import error_page, query_int
 
 blueprint = Blueprint("schedules", __name__, url_prefix="/schedules")
 
 PREVIEW_COUNT = 5
+#: Runs shown (and charted) on a schedule's page; the runs list has the rest.
+HISTORY_RUNS = 20
+HISTORY_CHART_WIDTH, HISTORY_CHART_HEIGHT = 560, 200
 DATE_TIME_EXAMPLE = "2026-01-31T00:00:00+00:00"
 INPUT_OF_TYPE = {"integer": "number", "number": "number", "boolean": "checkbox"}
 #: Fields of the form with an input of their own; errors for other keys go above the form.
@@ -262,8 +267,9 @@ def run_now(name: str) -> ResponseReturnValue:
 def _render_detail(name: str, *, error: str | None = None) -> str:
     with current_core().reading() as session:
         row = _get_or_404(session, name)
-        last = schedule_lists.last_run(session, name)
+        history = queries.list_runs(session, RunFilter(schedule=name), limit=HISTORY_RUNS).runs
         trail = schedules.audit_trail(session, name)
+    last = LastRun(history[0].id, history[0].status, history[0].created_at) if history else None
     last_fire = last_fire_times(current_celery(), [name]).get(name) if row.enabled else None
     timing = _timing(row.cron, row.timezone, row.interval_seconds)
     upcoming: list[str] = []
@@ -272,11 +278,28 @@ def _render_detail(name: str, *, error: str | None = None) -> str:
         upcoming = [_show_time(moment, _zone(timing)) for moment in moments]
     return render_template(
         "schedules/detail.html",
-        item=ScheduleSummary.of(row, LastRun._make(last) if last else None, last_fire),
+        item=ScheduleSummary.of(row, last, last_fire),
         schedule=schedules.schedule_as_dict(row),
         upcoming=upcoming,
+        history=history,
+        history_chart=_durations_chart(history),
         audit=[_audit_view(entry) for entry in trail],
         error=error,
+    )
+
+
+def _durations_chart(history: list[queries.RunItem]) -> Markup | None:
+    """How long each of the schedule's recent runs took, oldest first; None before any ran."""
+    durations = [run.duration_seconds if run.finished_at else None for run in reversed(history)]
+    if all(duration is None for duration in durations):
+        return None
+    labels = [_show_time(run.created_at, UTC) for run in reversed(history)]
+    return charts.line_chart(
+        labels,
+        {"duration (s)": durations},
+        title=f"Duration of the last {len(history)} runs",
+        width=HISTORY_CHART_WIDTH,
+        height=HISTORY_CHART_HEIGHT,
     )
 
 

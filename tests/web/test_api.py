@@ -17,8 +17,9 @@ from batch.core import Core
 from batch.cron import CronSchedule, IntervalSchedule
 from batch.entries import BatchEntry
 from batch.models import AuditEntry, Run, Schedule
-from tests.test_queries import add_run
+from tests.test_queries import T0, add_run
 from tests.web.conftest import stored_state
+from tests.web.test_runs_pages import add_triggered_runs
 
 SUM = "tests.sum_squares"
 HOURLY = {"name": "hourly", "job": "reports.sales_summary", "cron": "5 * * * *"}
@@ -39,6 +40,7 @@ HOURLY_STORED = {
 ENDPOINTS = [
     ("GET", "/api/jobs"),
     ("POST", f"/api/jobs/{SUM}/runs"),
+    ("GET", "/api/runs"),
     ("GET", "/api/runs/some-run"),
     ("GET", "/api/schedules"),
     ("POST", "/api/schedules"),
@@ -560,3 +562,70 @@ def test_a_bad_schedules_list_query_is_a_400_naming_it(
 ) -> None:
     response = api.get(f"/api/schedules?{query}")
     assert (response.status_code, response.json) == (400, {"error": error})
+
+
+def test_the_runs_list_pages_newest_first_with_the_admins_filters(
+    api: FlaskClient, core: Core
+) -> None:
+    add_triggered_runs(core)
+    with core.reading() as session:  # what the pages must add up to, read from SQL
+        expected = session.scalars(
+            select(Run.id)
+            .where(Run.schedule_name == "hourly", Run.created_at >= T0)
+            .order_by(Run.created_at.desc())
+        ).all()
+    assert expected == ["t3", "t0"]
+
+    url, seen = "/api/runs?schedule=hourly&since=2026-03-01&limit=1", []
+    while url:
+        page = api.get(url).json
+        seen += [run["run_id"] for run in page["runs"]]
+        url = page["next"]
+    assert seen == expected
+
+    (run,) = api.get("/api/runs?trigger=user").json["runs"]
+    assert run == {
+        "run_id": "t1",
+        "job": "tests.sum_squares",
+        "status": "failed",
+        "trigger": "user:ann",
+        "schedule": None,
+        "scheduled_for": None,
+        "chunks_done": None,
+        "chunks_total": None,
+        "created_at": "2026-03-01T12:01:00+00:00",
+        "started_at": "2026-03-01T12:01:00+00:00",
+        "finished_at": "2026-03-01T12:01:03+00:00",
+        "duration_seconds": 3.0,
+    }
+    first = api.get("/api/runs?status=succeeded&limit=2").json
+    assert [r["run_id"] for r in first["runs"]] == ["t4", "t2"]
+    assert first["next"].startswith("/api/runs?status=succeeded&limit=2&before=")
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("limit=0", "bad limit 0: expected 1 to 200"),
+        (
+            "status=done",
+            "unknown status 'done': expected one of queued, running, succeeded,"
+            " failed, skipped, cancelled",
+        ),  # fmt: skip
+        (
+            "trigger=robot",
+            "unknown trigger 'robot': expected one of schedule, user, api, cli, other",
+        ),  # fmt: skip
+        (
+            "since=%00",
+            "bad since '\\x00': expected a date (2026-12-01) or a date and time (2026-12-01T06:00)",
+        ),  # fmt: skip
+        ("q=12", "bad run id '12': expected at least 4 of its first characters (0-9, a-f and -)"),
+        ("before=x", "bad cursor 'x': expected <ISO timestamp>~<run id>"),
+        ("job=no.job", "unknown job 'no.job'"),
+    ],
+)
+def test_a_bad_runs_list_query_is_a_400_naming_it(api: FlaskClient, query: str, error: str) -> None:
+    response = api.get(f"/api/runs?{query}")
+    assert response.status_code == 400
+    assert response.json["error"].startswith(error)

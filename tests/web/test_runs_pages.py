@@ -122,10 +122,82 @@ def test_runs_list_pages_keep_the_filters(client: FlaskClient, mixed: Core) -> N
     assert ROW_RE.findall(first) + listed(client, next_url) == ["r5", "r3", "r1"]
 
 
+def add_triggered_runs(core: Core) -> None:
+    """Runs t0 (oldest) .. t4 started each way, t0 and t3 by the schedule ``hourly``."""
+    for minute, trigger in enumerate(
+        ["schedule:hourly", "user:ann", "api:etl", "schedule:hourly", "cli"]
+    ):
+        schedule = "hourly" if trigger.startswith("schedule:") else None
+        status = "failed" if minute in (1, 3) else "succeeded"
+        add_run(
+            core,
+            f"t{minute}",
+            minute=minute,
+            status=status,
+            trigger=trigger,
+            schedule_name=schedule,
+        )
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("?schedule=hourly", ["t3", "t0"]),
+        ("?schedule=hourly&status=failed", ["t3"]),
+        ("?trigger=user", ["t1"]),
+        ("?trigger=schedule&since=2026-03-01T12:01", ["t3"]),
+        ("?since=2026-03-01T12:01&until=2026-03-01T12:03", ["t2", "t1"]),
+        ("?until=2026-03-01", ["t4", "t3", "t2", "t1", "t0"]),
+        ("?q=t", None),
+        ("?schedule=nobody", []),
+    ],
+)
+def test_runs_list_filters_by_schedule_trigger_and_time(
+    client: FlaskClient, core: Core, query: str, expected: list[str] | None
+) -> None:
+    add_triggered_runs(core)
+    if expected is None:
+        assert client.get(f"/runs/{query}").status_code == 400
+    else:
+        assert listed(client, f"/runs/{query}") == expected
+
+
+def test_runs_list_finds_a_run_by_the_short_id_it_shows(client: FlaskClient, core: Core) -> None:
+    add_run(core, "3f2a9c1e-aaaa-4bbb-8ccc-000000000001", minute=1)
+    add_run(core, "3f2a9c1f-aaaa-4bbb-8ccc-000000000002", minute=2)
+    assert listed(client, "/runs/?q=3F2A9C1E") == ["3f2a9c1e-aaaa-4bbb-8ccc-000000000001"]
+    assert listed(client, "/runs/?q=3f2a") == [
+        "3f2a9c1f-aaaa-4bbb-8ccc-000000000002",
+        "3f2a9c1e-aaaa-4bbb-8ccc-000000000001",
+    ]
+
+
+def test_every_filter_is_kept_in_the_form_and_the_older_link(
+    client: FlaskClient, core: Core
+) -> None:
+    add_triggered_runs(core)
+    query = "?schedule=hourly&trigger=schedule&since=2026-03-01&until=2026-03-02&limit=1"
+    page = client.get(f"/runs/{query}").get_data(as_text=True)
+    next_url = NEXT_RE.search(page).group(1).replace("&amp;", "&")
+    for kept in ("schedule=hourly", "trigger=schedule", "since=2026-03-01", "until=2026-03-02",
+                 "limit=1"):  # fmt: skip
+        assert kept in next_url
+    assert 'name="schedule" value="hourly"' in page
+    assert '<option value="schedule" selected>' in page
+    assert 'name="since" value="2026-03-01"' in page and 'name="until" value="2026-03-02"' in page
+    assert ROW_RE.findall(page) + listed(client, next_url) == ["t3", "t0"]
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
         ("?status=done", "unknown status &#39;done&#39;"),
+        ("?trigger=robot", "unknown trigger &#39;robot&#39;"),
+        ("?since=yesterday", "bad since &#39;yesterday&#39;"),
+        ("?until=2026-13-01", "bad until &#39;2026-13-01&#39;"),
+        ("?since=2026-03-02&until=2026-03-01", "since must be earlier than until"),
+        ("?schedule=a%20b", "bad schedule &#39;a b&#39;"),
+        ("?q=xyz1", "bad run id &#39;xyz1&#39;"),
         ("?job=no.such.job", "unknown job &#39;no.such.job&#39;"),
         ("?before=yesterday", "bad cursor &#39;yesterday&#39;"),
         ("?limit=0", "bad limit 0"),

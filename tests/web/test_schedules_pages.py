@@ -25,6 +25,7 @@ from batch.entries import BatchEntry
 from batch.exceptions import InvalidSchedule
 from batch.models import AuditEntry, Run, Schedule
 from tests.conftest import wait_for_run
+from tests.test_queries import T0, add_run
 from tests.web.conftest import csrf_token, stored_state
 
 FORM = {
@@ -547,6 +548,32 @@ def test_the_details_show_the_next_five_fire_times(
         (last + timedelta(seconds=900 * k)).strftime("%Y-%m-%d %H:%M:%S UTC") for k in range(1, 6)
     ]
     assert "every 15 minutes" in page and "Never run." in page
+
+
+def test_the_details_show_the_recent_runs_with_their_durations_and_a_link_to_all(
+    client: FlaskClient, core: Core, celery_app: Celery
+) -> None:
+    add_schedule(core, celery_app, name="hourly")
+    for minute in range(25):  # r00 oldest; every run took (minute % 4 + 1) seconds
+        add_run(
+            core,
+            f"r{minute:02d}",
+            minute=minute,
+            schedule_name="hourly",
+            trigger="schedule:hourly",
+            finished_at=T0 + timedelta(minutes=minute, seconds=minute % 4 + 1),
+        )
+    add_run(core, "other", minute=30, schedule_name="daily", trigger="schedule:daily")
+    page = client.get("/schedules/hourly").get_data(as_text=True)
+    history = page[page.index('id="history"') : page.index("Audit log")]
+    shown = re.findall(r'<tr data-run-id="([^"]+)">', history)
+    assert shown == [f"r{minute:02d}" for minute in range(24, 4, -1)]  # the newest 20
+    assert "4.0 s" in history and "1.0 s" in history
+    points = re.findall(r"<title>duration \(s\), ([^<]+): ([0-9.]+)</title>", history)
+    assert [float(value) for _, value in points] == [minute % 4 + 1 for minute in range(5, 25)]
+    assert points[-1][0] == (T0 + timedelta(minutes=24)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert 'href="/runs/?schedule=hourly"' in history
+    assert client.get("/schedules/daily").status_code == 404  # runs of a deleted schedule stay
 
 
 def test_schedules_from_files_are_marked_and_admin_edits_keep_their_file(
