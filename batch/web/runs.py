@@ -17,9 +17,17 @@ from flask import (
     request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 
 from batch import queries, run_filters, runs
-from batch.exceptions import Conflict, NotFound, UserError
+from batch.exceptions import (
+    Conflict,
+    InvalidParams,
+    NotFound,
+    ServiceUnavailable,
+    UnknownJob,
+    UserError,
+)
 from batch.models import (
     CANCELLED,
     FAILED,
@@ -29,7 +37,7 @@ from batch.models import (
     trigger_kind,
 )
 from batch.queries import GOING_STATES
-from batch.web import current_celery, current_core
+from batch.web import current_celery, current_core, params_form
 
 blueprint = Blueprint("runs", __name__, url_prefix="/runs")
 
@@ -79,6 +87,40 @@ def index() -> str:
         jobs=[j.name for j in core.jobs],
         states=RUN_STATES,
         trigger_kinds=TRIGGER_KINDS,
+    )
+
+
+@blueprint.route("/new", methods=["GET", "POST"])
+def new() -> ResponseReturnValue:
+    """Run a job now with params typed in a form built from its params schema (``?job=``
+    picks the job); a valid form queues the run and shows its page."""
+    core = current_core()
+    jobs = {job.name: params_form.job_view(job) for job in core.jobs}
+    if request.method == "GET":
+        job = request.args.get("job") or next(iter(jobs), "")
+        return _render_run_form(jobs, job, texts={}, errors={})
+    job = request.form.get("job", "")
+    texts = params_form.posted_params(request.form, job)
+    try:
+        given = params_form.given_params(job, texts)
+        run_id = runs.submit_run(core, current_celery(), job, given, trigger=g.actor)
+    except InvalidParams as exc:
+        errors = params_form.field_errors(exc.body_errors())
+        return _render_run_form(jobs, job, texts=texts, errors=errors), 400
+    except ServiceUnavailable as exc:
+        errors = {"form": f"Not queued: {exc}. The run is recorded as failed; try again."}
+        return _render_run_form(jobs, job, texts=texts, errors=errors), 503
+    flash(f"Run {run_id[:8]} of {job} queued.", "info")
+    return redirect(url_for(".show", run_id=run_id))
+
+
+def _render_run_form(
+    jobs: dict[str, dict[str, Any]], job: str, *, texts: dict[str, str], errors: dict[str, str]
+) -> str:
+    if job not in jobs:
+        raise UnknownJob(job)  # a 400 page naming it
+    return render_template(
+        "runs/new.html", jobs=jobs, job=job, fields=jobs[job]["fields"], texts=texts, errors=errors
     )
 
 

@@ -34,11 +34,10 @@ from batch.exceptions import (
     UnknownJob,
     UserError,
 )
-from batch.jobs import Job
 from batch.models import AuditEntry, Schedule
 from batch.run_filters import RunFilter
 from batch.storable import text_problem
-from batch.web import charts, current_celery, current_core, load_json
+from batch.web import charts, current_celery, current_core, params_form
 from batch.web.runs import error_page, query_int
 
 blueprint = Blueprint("schedules", __name__, url_prefix="/schedules")
@@ -47,8 +46,6 @@ PREVIEW_COUNT = 5
 #: Runs shown (and charted) on a schedule's page; the runs list has the rest.
 HISTORY_RUNS = 20
 HISTORY_CHART_WIDTH, HISTORY_CHART_HEIGHT = 560, 200
-DATE_TIME_EXAMPLE = "2026-01-31T00:00:00+00:00"
-INPUT_OF_TYPE = {"integer": "number", "number": "number", "boolean": "checkbox"}
 #: Fields of the form with an input of their own; errors for other keys go above the form.
 FORM_FIELDS = ("name", *(f for f in schedules.SPEC_FIELDS if f != "params"))
 TEXT_FIELDS = tuple(f for f in FORM_FIELDS if f not in ("enabled",))
@@ -198,7 +195,7 @@ def _submit(form: ScheduleForm, *, mode: Mode) -> ResponseReturnValue:
             current_core(), current_celery(), spec, actor=g.actor, mode=mode
         )
     except InvalidSchedule as exc:
-        form.errors = _field_errors(exc.errors)
+        form.errors = params_form.field_errors(exc.errors)
         return _render_form(form, mode=mode), 400
     except Conflict as exc:
         form.errors = {"name": str(exc)}
@@ -304,7 +301,7 @@ def _durations_chart(history: list[queries.RunItem]) -> Markup | None:
 
 
 def _render_form(form: ScheduleForm, *, mode: Mode) -> str:
-    jobs = {job.name: _job_view(job) for job in current_core().jobs}
+    jobs = {job.name: params_form.job_view(job) for job in current_core().jobs}
     return render_template(
         "schedules/form.html",
         form=form,
@@ -471,7 +468,7 @@ class ScheduleForm:
         """The form filled in with a stored schedule."""
         data = schedules.schedule_as_dict(row)
         values = {name: "" if data[name] is None else str(data[name]) for name in TEXT_FIELDS}
-        params = {key: _param_text(value) for key, value in data["params"].items()}
+        params = {key: params_form.param_text(value) for key, value in data["params"].items()}
         return cls(values=values, enabled=row.enabled, params=params, params_job=row.job)
 
     @classmethod
@@ -481,11 +478,7 @@ class ScheduleForm:
         if name is not None:
             values["name"] = name
         params_job = form.get("params_job", values["job"])
-        # A checkbox follows a hidden "false" of the same name: the last value wins.
-        posted = {
-            spec["name"]: form.getlist(f"params.{spec['name']}") for spec in _job_fields(params_job)
-        }
-        params = {key: texts[-1] if texts else "" for key, texts in posted.items()}
+        params = params_form.posted_params(form, params_job)
         return cls(values=values, enabled="enabled" in form, params=params, params_job=params_job)
 
     def data(self) -> dict[str, Any]:
@@ -494,7 +487,7 @@ class ScheduleForm:
         return {
             "name": values["name"],
             "job": values["job"],
-            "params": self._given_params(),
+            "params": params_form.given_params(self.job, self.params),
             "cron": values["cron"] or None,
             "timezone": values["timezone"] or "UTC",
             "interval_seconds": values["interval_seconds"] or None,
@@ -506,79 +499,6 @@ class ScheduleForm:
             "description": self.values["description"],
         }
 
-    def _given_params(self) -> dict[str, Any]:
-        given = {}
-        for spec in _job_fields(self.job):
-            raw = self.params.get(spec["name"], "").strip()
-            if raw:
-                given[spec["name"]] = _param_value(spec["type"], raw)
-        return given
-
-
-def _job_view(job: Job) -> dict[str, Any]:
-    """A job as the form shows it (and as its script redraws the params fields)."""
-    return {"description": job.description, "queue": job.queue, "fields": _param_fields(job)}
-
-
-def _job_fields(name: str) -> list[dict[str, Any]]:
-    try:
-        return _param_fields(current_core().jobs.get(name))
-    except UnknownJob:
-        return []
-
-
-def _param_fields(job: Job) -> list[dict[str, Any]]:
-    """One input per property of the job's params JSON schema."""
-    schema = job.params_model.model_json_schema()
-    required = set(schema.get("required", ()))
-    properties = schema.get("properties", {})
-    return [_param_field(name, prop, name in required) for name, prop in properties.items()]
-
-
-def _param_field(name: str, prop: dict[str, Any], required: bool) -> dict[str, Any]:
-    options = [prop, *prop.get("anyOf", [])]
-    kind = next((o["type"] for o in options if o.get("type") not in (None, "null")), "string")
-    date_time = any(o.get("format") == "date-time" for o in options)
-    default = prop.get("default")
-    if required:
-        hint = "required"
-    elif default is None:
-        hint = "optional: blank means the job's default"
-    else:
-        hint = f"default {_param_text(default)}"
-    return {
-        "name": name,
-        "label": prop.get("title", name),
-        "type": kind,
-        "input": INPUT_OF_TYPE.get(kind, "text"),
-        "placeholder": DATE_TIME_EXAMPLE if date_time else _param_text(default),
-        "hint": hint,
-        "description": prop.get("description", ""),
-        "default": default,
-        "minimum": prop.get("minimum"),
-        "maximum": prop.get("maximum"),
-    }
-
-
-def _param_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _param_value(kind: str, raw: str) -> Any:
-    """A param as typed: JSON for arrays and objects; the schema coerces the rest."""
-    if kind == "boolean":
-        return raw == "true"
-    if kind in ("array", "object"):
-        try:
-            return load_json(raw)  # bounded depth: deep JSON is the schema's error, not ours
-        except ValueError:
-            return raw
-    return raw
-
 
 def _whole_number(raw: str) -> int | None:
     raw = raw.strip()
@@ -588,13 +508,3 @@ def _whole_number(raw: str) -> int | None:
         return int(raw)
     except ValueError:
         raise InvalidSchedule({"interval_seconds": "must be a whole number of seconds"}) from None
-
-
-def _field_errors(errors: dict[str, str]) -> dict[str, str]:
-    """Errors keyed by form field: ``priority.int`` -> ``priority``, ``params.n`` kept."""
-    keyed: dict[str, str] = {}
-    for key, message in errors.items():
-        parts = key.split(".")
-        short = ".".join(parts[:2]) if parts[0] == "params" else parts[0]
-        keyed.setdefault(short, message)
-    return keyed

@@ -256,11 +256,11 @@ def test_a_run_id_no_run_can_have_is_a_404_everywhere(
 def test_a_deep_json_param_in_the_schedule_form_is_kept_as_typed() -> None:
     # An array or object param is typed as JSON; too deep to read, it stays the text typed
     # and the job's schema refuses it at its field (it was a RecursionError, a 500).
-    from batch.web.schedules import _param_value
+    from batch.web.params_form import param_value
 
     deep = "[" * 5000 + "]" * 5000
-    assert _param_value("array", deep) == deep
-    assert _param_value("array", "[[1]]") == [[1]]
+    assert param_value("array", deep) == deep
+    assert param_value("array", "[[1]]") == [[1]]
 
 
 @pytest.mark.parametrize("name", ["%00", "a%00b", "%ED%A0%80", "x%0A"])

@@ -57,6 +57,8 @@ def mixed(core: Core) -> Core:
         ("GET", f"/results/{SALES}"),
         ("GET", "/"),
         ("POST", "/runs/r1/retry"),
+        ("GET", "/runs/new"),
+        ("POST", "/runs/new"),
     ],
 )
 def test_every_route_requires_sign_in(app: Flask, mixed: Core, request_line) -> None:

@@ -24,7 +24,7 @@
     return node;
   }
 
-  // The same markup as the param_input macro in schedules/form.html.
+  // The same markup as the param_input macro in _params.html.
   function paramField(spec) {
     var box = el("div", { class: "param", "data-param": spec.name });
     var label = el("label", { for: "param-" + spec.name }, spec.label + " ");
