@@ -12,6 +12,7 @@ TASK_START_RUN = "batch.start_run"
 TASK_RUN_CHUNK = "batch.run_chunk"
 TASK_FINISH_RUN = "batch.finish_run"
 TASK_FAIL_RUN = "batch.fail_run"
+TASK_LAUNCH_CHUNKS = "batch.launch_chunks"
 
 # Every Redis key we own starts with one of these.
 REDBEAT_KEY_PREFIX = "batch:redbeat:"

@@ -42,6 +42,7 @@ from batch.models import (
     RUN_STATES,
     RUNNING,
     SUCCEEDED,
+    AuditEntry,
     Run,
     RunChunk,
     Schedule,
@@ -294,6 +295,8 @@ class RunDetail:
 
     run: Run
     chunks: list[ChunkItem]
+    #: What people did to the run after it was created (its audit entries), oldest first.
+    history: list[AuditEntry]
 
     @property
     def chunks_done(self) -> int:
@@ -339,7 +342,13 @@ def find_run(session: Session, run_id: str) -> Run:
 def run_detail(session: Session, run_id: str) -> RunDetail:
     """The run (by id or unique id prefix) and its chunks (a run has few), or NotFound."""
     run = find_run(session, run_id)
-    return RunDetail(run, run_chunks(session, run.id))
+    history = session.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.object_type == "run", AuditEntry.object_name == run.id)
+        .order_by(AuditEntry.at, AuditEntry.id)
+        .limit(MAX_PAGE)
+    )
+    return RunDetail(run, run_chunks(session, run.id), list(history))
 
 
 def run_chunks(session: Session, run_id: str) -> list[ChunkItem]:

@@ -174,20 +174,6 @@ def cancel_run(core: Core, run_id: str, *, actor: str) -> Run:
     return run
 
 
-def retry_run(core: Core, celery: Celery, run_id: str, *, trigger: str) -> str:
-    """Submit a new run of a failed or cancelled run's job with its params; returns its id.
-
-    ``trigger`` names who asks (``user:ann``); the new run's trigger adds "(retry of <id>)".
-    Raises NotFound for an unknown run and Conflict unless the run failed.
-    """
-    with core.reading() as session:
-        run = queries.find_run(session, run_id)
-        job, params, status = run.job, run.params, run.status
-    if status not in (FAILED, CANCELLED):
-        raise Conflict(f"run {run_id} is {status}: only a failed or cancelled run can be retried")
-    return submit_run(core, celery, job, params, trigger=f"{trigger} (retry of {run_id})")
-
-
 def start_run(
     core: Core,
     celery: Celery,
@@ -255,7 +241,10 @@ def start_run(
             _finish(session, run_id, SUCCEEDED, result=job_obj.reduce([]))
             return run_id
     # If this send fails, the chunks wait in SQL as `pending`: the recovery sweep sends them.
-    _launch(celery, job_obj, run_id, specs, resolved, queue=queue, priority=priority, sent_at=now)
+    targets = list(enumerate(specs))
+    launch_chunks(
+        celery, job_obj, run_id, targets, resolved, queue=queue, priority=priority, sent_at=now
+    )
     return run_id
 
 
@@ -308,23 +297,24 @@ def _target_chunks(core: Core, queue: str) -> int:
     return processes * core.settings.chunks_per_process
 
 
-def _launch(
+def launch_chunks(
     celery: Celery,
     job: Job,
     run_id: str,
-    specs: list[Spec],
+    specs: list[tuple[int, Spec]],
     params: dict[str, Any],
     *,
     queue: str,
     priority: int | None,
     sent_at: datetime,
 ) -> None:
+    """Send the chunks ``specs`` (index, spec) of run ``run_id`` as a chord whose callback
+    aggregates the run (it reads every stored partial, not only these chunks')."""
     options: dict[str, Any] = {"queue": queue, **sent_at_header(sent_at)}
     if priority is not None:
         options["priority"] = priority
     header = [
-        _chunk_signature(celery, job, run_id, index, spec, params, options)
-        for index, spec in enumerate(specs)
+        _chunk_signature(celery, job, run_id, index, spec, params, options) for index, spec in specs
     ]
     callback = celery.signature(TASK_FINISH_RUN, args=(run_id,), **options)
     callback.on_error(celery.signature(TASK_FAIL_RUN, args=(run_id,), **options))

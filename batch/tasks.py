@@ -14,10 +14,11 @@ from celery.exceptions import WorkerLostError
 from celery.worker.request import Request
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from batch import runs
+from batch import retries, runs
 from batch.constants import (
     TASK_FAIL_RUN,
     TASK_FINISH_RUN,
+    TASK_LAUNCH_CHUNKS,
     TASK_RUN_CHUNK,
     TASK_START_RUN,
 )
@@ -163,3 +164,9 @@ def finish_run(self: Task, _chunk_results: list[Any], run_id: str) -> None:
 def fail_run(self: Task, failed_task_id: str, run_id: str) -> None:
     """Chord error callback: mark the run failed with the failing chunks' errors."""
     runs.fail_run(_core(self), run_id, f"a chunk failed (task {failed_task_id})")
+
+
+@shared_task(name=TASK_LAUNCH_CHUNKS, bind=True, ignore_result=True, **RETRY_POLICY)
+def launch_chunks(self: Task, run_id: str, indexes: list[int]) -> None:
+    """Send the chord of the chunks a retry reopened (see batch.retries)."""
+    retries.launch_pending_chunks(_core(self), self.app, run_id, indexes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import Field
@@ -14,6 +15,8 @@ from batch.jobs import Job, Params, Partial, Spec, split_range
 class SumParams(Params):
     n: int = Field(default=1000, ge=0)
     fail_chunk: int | None = None
+    #: When given, ``fail_chunk`` fails only while this file exists (an outage that ends).
+    fail_while_file: str | None = None
 
 
 class SumSquares(Job):
@@ -28,8 +31,10 @@ class SumSquares(Job):
 
     def process(self, spec: Spec, params: SumParams, *, db: Session) -> Partial:
         index = spec["first"]
+        failing = params.fail_while_file is None or os.path.exists(params.fail_while_file)
         if params.fail_chunk is not None and spec["first"] <= params.fail_chunk <= spec["last"]:
-            raise ValueError(f"chunk with item {index} failed on purpose")
+            if failing:
+                raise ValueError(f"chunk with item {index} failed on purpose")
         return {"sum": sum(i * i for i in range(spec["first"], spec["last"] + 1))}
 
     def reduce(self, partials: list[Partial]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from batch import queries, run_filters, runs
+from batch import queries, retries, run_filters, runs
 from batch.exceptions import (
     Conflict,
     InvalidParams,
@@ -157,8 +157,23 @@ def show(run_id: str) -> Any:
         run=detail.run,
         trigger=describe_trigger(detail.run.trigger),
         can_retry=detail.run.status in (FAILED, CANCELLED),
+        chunks_to_retry=_chunks_to_retry(detail),
         can_cancel=detail.run.status in GOING_STATES,
+        history=detail.history,
     )
+
+
+def _chunks_to_retry(detail: queries.RunDetail) -> list[int]:
+    """The chunks "Retry failed chunks" would run again; none when it cannot."""
+    run = detail.run
+    states = [
+        retries.ChunkState(chunk.index, chunk.status, chunk.spec is not None)
+        for chunk in detail.chunks
+    ]
+    try:
+        return retries.chunks_to_retry(run.id, run.status, run.chunk_count, states)
+    except Conflict:
+        return []
 
 
 @blueprint.post("/<run_id>/cancel")
@@ -169,10 +184,19 @@ def cancel(run_id: str) -> Any:
     return redirect(url_for("runs.show", run_id=run.id))
 
 
+@blueprint.post("/<run_id>/retry-chunks")
+def retry_chunks(run_id: str) -> Any:
+    """Run again, in this run, the chunks of a failed run that stored no partial; back to it."""
+    indexes = retries.retry_failed_chunks(current_core(), current_celery(), run_id, actor=g.actor)
+    shown = ", ".join(str(index) for index in indexes)
+    flash(f"Chunk{'s' if len(indexes) > 1 else ''} {shown} running again.", "info")
+    return redirect(url_for("runs.show", run_id=run_id))
+
+
 @blueprint.post("/<run_id>/retry")
 def retry(run_id: str) -> Any:
     """Submit a new run with the failed run's job and params; go to it."""
-    new_id = runs.retry_run(current_core(), current_celery(), run_id, trigger=g.actor)
+    new_id = retries.retry_run(current_core(), current_celery(), run_id, trigger=g.actor)
     flash(f"Retry of run {run_id} queued.", "info")
     return redirect(url_for("runs.show", run_id=new_id))
 

@@ -143,7 +143,7 @@ def test_a_run_is_queued_then_polled_to_its_exact_result(
     assert summary["result"] == {"sum": expected_sum(3000)} == {"sum": 8995500500}
     assert (summary["chunks_done"], summary["chunks_total"]) == (8, 8)
     assert summary["trigger"] == "api:tests"
-    assert summary["params"] == {"n": 3000, "fail_chunk": None}
+    assert summary["params"] == {"n": 3000, "fail_chunk": None, "fail_while_file": None}
     assert summary["error"] is None
 
 
@@ -154,7 +154,7 @@ def test_a_run_without_params_uses_the_defaults(
     response = api.post(f"/api/jobs/{SUM}/runs", json=body)
     assert response.status_code == 202
     summary = poll(api, response.json["run_id"])
-    assert summary["params"] == {"n": 1000, "fail_chunk": None}
+    assert summary["params"] == {"n": 1000, "fail_chunk": None, "fail_while_file": None}
     assert summary["result"] == {"sum": expected_sum(1000)}
 
 

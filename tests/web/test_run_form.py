@@ -53,7 +53,7 @@ def test_a_valid_form_queues_the_run_and_shows_its_exact_result(
     assert (run.status, run.job, run.params, run.trigger, run.trigger_kind) == (
         "succeeded",
         SUM,
-        {"n": 2500, "fail_chunk": None},
+        {"n": 2500, "fail_chunk": None, "fail_while_file": None},
         "user:admin",
         "user",
     )
@@ -68,7 +68,9 @@ def test_a_blank_field_takes_the_jobs_default(
     response = post(client, {"job": SUM, "params.n": "  "})
     assert response.status_code == 302
     with core.reading() as session:
-        assert session.scalars(select(Run.params)).all() == [{"n": 1000, "fail_chunk": None}]
+        assert session.scalars(select(Run.params)).all() == [
+            {"n": 1000, "fail_chunk": None, "fail_while_file": None}
+        ]
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,9 @@ from batch import runs
 from batch.core import Core
 from batch.models import Run
 from tests.conftest import wait_for_run
+from tests.test_engine import expected_sum
 from tests.test_queries import SALES, SUMS, T0, add_chunks, add_run
+from tests.test_retries import failed_run
 from tests.web.conftest import csrf_token
 
 ROW_RE = re.compile(r'<tr data-run-id="([^"]+)"')
@@ -315,9 +317,42 @@ def test_failed_run_page_shows_chunks_then_retry_makes_a_new_run(
     assert new_id != run_id
     retried = wait_for_run(core, new_id)
     assert (retried.job, retried.trigger) == (SUMS, f"user:admin (retry of {run_id})")
-    assert retried.params == failed.params == params
+    assert retried.params == failed.params == {**params, "fail_while_file": None}
     new_page = client.get(f"/runs/{new_id}").get_data(as_text=True)
     assert f'(retry of <a class="mono" href="/runs/{run_id}">' in new_page
+
+
+def test_retry_failed_chunks_from_the_run_page_runs_only_them_in_place(
+    client: FlaskClient, core: Core, celery_app: Celery, worker: Path, tmp_path: Path
+) -> None:
+    outage = tmp_path / "outage"
+    run_id = failed_run(core, celery_app, outage)
+    page = client.get(f"/runs/{run_id}").get_data(as_text=True)
+    assert "Retry failed chunks" in page
+    assert "runs chunk 5 again in this run; the 7 stored partials are kept" in page
+
+    assert client.post(f"/runs/{run_id}/retry-chunks").status_code == 400  # no CSRF token
+    with core.reading() as session:
+        assert session.get(Run, run_id).status == "failed"
+
+    outage.unlink()
+    token = csrf_token(client, f"/runs/{run_id}")
+    response = client.post(f"/runs/{run_id[:8]}/retry-chunks", data={"csrf_token": token})
+    assert (response.status_code, response.headers["Location"]) == (302, f"/runs/{run_id[:8]}")
+    run = wait_for_run(core, run_id)
+    assert (run.status, run.result) == ("succeeded", {"sum": expected_sum(800)})
+    page = client.get(f"/runs/{run_id}").get_data(as_text=True)
+    assert "Chunk 5 running again." in page
+    history = re.search(r'<ul class="history" id="run-history">(.*?)</ul>', page, re.S)
+    assert history is not None
+    assert "<strong>user:admin</strong> retry chunks 5" in history.group(1)
+    assert "Retry failed chunks" not in page  # it succeeded
+
+    again = client.post(f"/runs/{run_id}/retry-chunks", data={"csrf_token": token})
+    assert again.status_code == 409
+    assert "is succeeded: only the chunks of a failed or cancelled run" in again.get_data(
+        as_text=True
+    )
 
 
 def test_retry_needs_a_failed_run(client: FlaskClient, mixed: Core) -> None:

@@ -353,6 +353,7 @@ def test_the_form_offers_registered_jobs_and_draws_their_params(
     ] == [
         ("n", "number", "1000", "default 1000"),
         ("fail_chunk", "number", "", "optional: blank means the job's default"),
+        ("fail_while_file", "text", "", "optional: blank means the job's default"),
     ]
     assert jobs["cleanups.purge_runs"]["fields"][0]["minimum"] == 1
 
@@ -630,7 +631,7 @@ def test_run_now_queues_a_run_that_succeeds(
     assert (run.status, run.job, run.params, run.trigger, run.result) == (
         "succeeded",
         "tests.sum_squares",
-        {"n": 10, "fail_chunk": None},
+        {"n": 10, "fail_chunk": None, "fail_while_file": None},
         "user:admin via schedule hourly",
         {"sum": 285},
     )
