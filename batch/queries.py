@@ -12,7 +12,7 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -382,12 +382,13 @@ class ResultItem:
     result: dict[str, Any] | None
 
 
-def job_results(session: Session, job: str, limit: int = 20) -> list[ResultItem]:
-    """The newest ``limit`` succeeded runs of ``job`` with their results, newest first."""
+def job_results(session: Session, where: RunFilter, limit: int = 20) -> list[ResultItem]:
+    """The newest ``limit`` succeeded runs ``where`` matches (a job's, maybe of one schedule
+    and a date range) with their results, newest first."""
     check_limit(limit)
     rows = session.execute(
         select(Run.id, Run.created_at, Run.finished_at, Run.params, Run.result)
-        .where(Run.job == job, Run.status == SUCCEEDED)
+        .where(*replace(where, status=SUCCEEDED).conditions())
         .order_by(Run.created_at.desc(), Run.id.desc())
         .limit(limit)
     )
@@ -398,7 +399,7 @@ def latest_results(session: Session, jobs: Iterable[str]) -> dict[str, ResultIte
     """Each job's newest succeeded run (one indexed LIMIT 1 query per job)."""
     latest: dict[str, ResultItem | None] = {}
     for job in jobs:
-        found = job_results(session, job, limit=1)
+        found = job_results(session, RunFilter(job=job), limit=1)
         latest[job] = found[0] if found else None
     return latest
 

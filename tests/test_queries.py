@@ -236,7 +236,7 @@ def test_list_run_items_carry_the_row(mixed: Core) -> None:
     [
         (lambda s: queries.list_runs(s, limit=0), "bad limit 0"),
         (lambda s: queries.list_runs(s, limit=201), "bad limit 201"),
-        (lambda s: queries.job_results(s, SALES, limit=0), "bad limit 0"),
+        (lambda s: queries.job_results(s, RunFilter(job=SALES), limit=0), "bad limit 0"),
         (lambda s: queries.run_progress(s, [str(i) for i in range(201)]), "too many run ids"),
     ],
 )
@@ -290,8 +290,8 @@ def test_run_detail_lists_chunks_in_order(core: Core) -> None:
 
 def test_job_results_are_the_newest_succeeded_runs_of_the_job(mixed: Core) -> None:
     with mixed.reading() as session:
-        results = queries.job_results(session, SALES, limit=2)
-        everything = queries.job_results(session, SALES)
+        results = queries.job_results(session, RunFilter(job=SALES), limit=2)
+        everything = queries.job_results(session, RunFilter(job=SALES))
         latest = queries.latest_results(session, [SALES, SUMS, "cleanups.purge_runs"])
     assert [item.id for item in results] == ["r9", "r5"]
     assert [item.id for item in everything] == ["r9", "r5", "r1"]

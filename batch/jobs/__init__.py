@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from batch.constants import DEFAULT_QUEUES
 from batch.exceptions import InvalidParams, UnknownJob
+from batch.jobs.views import ResultView
 
 Spec = dict[str, Any]
 Partial = dict[str, Any]
@@ -45,6 +46,9 @@ class Job:
     #: True when ``process`` writes: it then runs in the transaction that stores its
     #: partial, under a lock on the chunk row, so a repeat delivery writes nothing twice.
     writes: ClassVar[bool] = False
+    #: How the admin shows its results (batch.jobs.views); None: the numbers at the top of
+    #: its results, by key.
+    result_view: ClassVar[ResultView | None] = None
 
     def validate_params(self, raw: Mapping[str, Any], *, now: datetime) -> Params:
         """Validate ``raw`` against the schema; ``now`` resolves time-relative defaults."""

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from batch.constants import QUEUE_CLEANUPS
 from batch.db import utcnow
 from batch.jobs import Job, Params, Partial, Spec
+from batch.jobs.views import Measure, ResultView
 from batch.models import FINISHED_STATES, Run, RunChunk
 
 #: Runs deleted per statement: keeps each write transaction short.
@@ -30,6 +31,7 @@ class PurgeRuns(Job):
     queue = QUEUE_CLEANUPS
     params_model = PurgeRunsParams
     writes = True
+    result_view = ResultView(measures=(Measure("deleted_runs", "Runs deleted", "count"),))
 
     def plan(self, params: PurgeRunsParams, *, chunks: int, db: Session) -> list[Spec]:
         cutoff = utcnow() - timedelta(days=params.older_than_days)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from batch.constants import QUEUE_REPORTS
 from batch.jobs import Job, Params, Partial, Spec, split_range
+from batch.jobs.views import Measure, ResultView
 from batch.models import Order
 
 #: A window's default length: the hour before ``until``, or after ``since``.
@@ -74,6 +75,16 @@ class SalesSummary(Job):
     description = "Orders, units, revenue and average order value per region."
     queue = QUEUE_REPORTS
     params_model = SalesSummaryParams
+    result_view = ResultView(
+        rows="regions",
+        row_label="Region",
+        measures=(
+            Measure("orders", "Orders", "count"),
+            Measure("revenue_cents", "Revenue", "cents"),
+            Measure("units", "Units", "count", headline=False),
+            Measure("avg_order_value_cents", "Avg order", "cents", headline=False, total=False),
+        ),
+    )
     min_chunk_items = 5_000
 
     def _window(self, params: SalesSummaryParams) -> list[Any]:

@@ -1,4 +1,6 @@
-"""Admin pages: each job's aggregates over its newest runs, as tables and charts."""
+"""Admin pages: each job's results over its newest runs, as a table and charts drawn from the
+job's ``result_view`` (batch.jobs.views), filtered by schedule and date range.
+"""
 
 from __future__ import annotations
 
@@ -6,53 +8,95 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, render_template
+from flask import Blueprint, render_template, request
 from markupsafe import Markup
 
-from batch import queries
+from batch import queries, run_filters
 from batch.exceptions import NotFound, UserError
+from batch.jobs import Job
+from batch.jobs.views import Measure, ResultView, view_or_inferred
 from batch.web import charts, current_core
-from batch.web.runs import error_page, format_cents, query_int
+from batch.web.runs import error_page, format_cents, format_duration, query_int
 
 blueprint = Blueprint("results", __name__, url_prefix="/results")
 blueprint.register_error_handler(UserError, error_page)
 
-SALES_SUMMARY = "reports.sales_summary"
 DEFAULT_RUNS = 12
 MAX_RUNS = 100
+#: The query arguments of a results page's filter (the runs list's, for one job).
+FILTER_ARGS = ("schedule", "since", "until")
 
 
 @blueprint.get("/")
 def index() -> str:
-    """Every registered job with its latest result."""
+    """Every registered job with its latest result, summed up by its view."""
     core = current_core()
     jobs = list(core.jobs)
     with core.reading() as session:
         latest = queries.latest_results(session, [job.name for job in jobs])
-    return render_template("results/index.html", jobs=jobs, latest=latest)
+    summaries = {
+        job.name: summary(view_of(job, [item]), item.result)
+        for job in jobs
+        if (item := latest[job.name]) is not None
+    }
+    return render_template("results/index.html", jobs=jobs, latest=latest, summaries=summaries)
 
 
 @blueprint.get("/<job>")
 def show(job: str) -> str:
-    """The newest succeeded runs of ``job``: a table of their results and a chart."""
+    """The newest succeeded runs of ``job``: a table of their results and a chart per
+    headline measure, of one schedule or a date range if asked."""
     core = current_core()
     if job not in core.jobs:
         raise NotFound(f"unknown job {job!r}")
     limit = queries.check_limit(query_int("limit", DEFAULT_RUNS), MAX_RUNS)
+    args = {key: request.args.get(key, "") for key in FILTER_ARGS} | {"job": job}
+    where = run_filters.parse_filter(args, core.jobs)
     with core.reading() as session:
-        items = queries.job_results(session, job, limit)
-    if job == SALES_SUMMARY:
-        sales = sales_view(items)
-        return render_template(
-            "results/sales_summary.html", job=core.jobs.get(job), sales=sales, limit=limit
-        )
+        items = queries.job_results(session, where, limit)
+    job_obj = core.jobs.get(job)
+    view = view_of(job_obj, items)
+    filters = run_filters.filter_args(where)
+    filters.pop("job")
     return render_template(
-        "results/generic.html",
-        job=core.jobs.get(job),
+        "results/show.html",
+        job=job_obj,
+        view=view,
+        table=runs_table(view, items),
+        charts=measure_charts(view, items),
         items=items,
-        chart=numbers_chart(items),
         limit=limit,
+        filters=filters,
     )
+
+
+def view_of(job: Job, items: list[queries.ResultItem]) -> ResultView:
+    """The job's declared view, else the numbers at the top of these results."""
+    return view_or_inferred(job.result_view, (item.result for item in items))
+
+
+# --- Values ---------------------------------------------------------------------------------
+
+
+@blueprint.app_template_filter("measure")
+def format_measure(value: float | None, unit: str) -> str:
+    """A measure's value as its unit reads: "1,234", "1,234.56" (cents), "4.2 s"; "-" None."""
+    if value is None:
+        return "-"
+    if unit == "cents":
+        return format_cents(round(value))
+    if unit == "seconds":
+        return format_duration(value)
+    if unit == "count" or isinstance(value, int):
+        return f"{round(value):,}"
+    return f"{value:,.6g}"
+
+
+def chart_value(value: float | None, unit: str) -> float | None:
+    """A value as a chart plots it: cents in currency units."""
+    if value is None:
+        return None
+    return value / 100 if unit == "cents" else value
 
 
 def _param_time(item: queries.ResultItem, name: str) -> datetime | None:
@@ -67,12 +111,13 @@ def _param_time(item: queries.ResultItem, name: str) -> datetime | None:
 
 
 def run_label(item: queries.ResultItem) -> str:
-    """The x label of a run: the start of its window if it has one, else its creation."""
-    return (_param_time(item, "since") or item.created_at).strftime("%m-%d %H:%M")
+    """A run on a chart's x axis, with its full date: the start of its window if it has one
+    (``since``), else its creation, in UTC."""
+    return (_param_time(item, "since") or item.created_at).strftime("%Y-%m-%d %H:%M")
 
 
 def window_label(item: queries.ResultItem) -> str:
-    """A run's ``[since, until)`` window as "2026-01-02 10:00 - 11:00" ("-" without one)."""
+    """A run's ``[since, until)`` window as "2026-01-02 10:00 – 11:00" ("-" without one)."""
     since, until = _param_time(item, "since"), _param_time(item, "until")
     if since is None or until is None:
         return "-"
@@ -80,92 +125,91 @@ def window_label(item: queries.ResultItem) -> str:
     return f"{since:%Y-%m-%d %H:%M} – {until.strftime(end)}"
 
 
+# --- Tables and charts -------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, kw_only=True)
-class SalesRow:
-    """One run in the sales table: (region, orders, revenue) cells, formatted, and totals."""
+class RunRow:
+    """One run in the results table: its cells (row name, measure, text) and totals."""
 
     run_id: str
     window: str
-    cells: list[tuple[str, str, str]]
-    total_orders: str
-    total_revenue: str
+    finished_at: datetime | None
+    cells: list[tuple[str, Measure, str]]
+    totals: list[tuple[Measure, str]]
 
 
 @dataclass(frozen=True, kw_only=True)
-class SalesView:
-    """The sales summary runs pivoted per region, newest first, with two charts."""
+class RunsTable:
+    """The results of many runs: a column group per row of the view, newest run first."""
 
-    regions: list[str]
-    rows: list[SalesRow]
-    revenue_chart: Markup | None
-    orders_chart: Markup | None
-
-
-def _regions(item: queries.ResultItem) -> dict[str, Any]:
-    regions = (item.result or {}).get("regions")
-    return regions if isinstance(regions, dict) else {}
+    row_names: list[str]
+    measures: tuple[Measure, ...]
+    totalled: tuple[Measure, ...]
+    runs: list[RunRow]
 
 
-def _sales_row(item: queries.ResultItem, regions: list[str]) -> SalesRow:
-    # A region absent from a run's result had no orders in that window.
-    stats = [_regions(item).get(region) or {} for region in regions]
-    orders = [s.get("orders", 0) for s in stats]
-    revenue = [s.get("revenue_cents", 0) for s in stats]
-    return SalesRow(
-        run_id=item.id,
-        window=window_label(item),
-        cells=[
-            (region, f"{o:,}", format_cents(r))
-            for region, o, r in zip(regions, orders, revenue, strict=True)
-        ],
-        total_orders=f"{sum(orders):,}",
-        total_revenue=format_cents(sum(revenue)),
-    )
+def runs_table(view: ResultView, items: list[queries.ResultItem]) -> RunsTable:
+    """The headline measures of each run, per row of the view, with totals over the rows."""
+    measures = view.headlines
+    totalled = tuple(m for m in measures if m.total) if view.rows is not None else ()
+    per_run = [view.rows_of(item.result) for item in items]
+    names = sorted({name for rows in per_run for name in rows})
+    runs = []
+    for item, rows in zip(items, per_run, strict=True):
+        sums = view.totals(rows)
+        runs.append(
+            RunRow(
+                run_id=item.id,
+                window=window_label(item),
+                finished_at=item.finished_at,
+                cells=[
+                    (name, m, format_measure(rows.get(name, {}).get(m.key), m.unit))
+                    for name in names
+                    for m in measures
+                ],
+                totals=[(m, format_measure(sums[m.key], m.unit)) for m in totalled],
+            )
+        )
+    return RunsTable(row_names=names, measures=measures, totalled=totalled, runs=runs)
 
 
-def sales_view(items: list[queries.ResultItem]) -> SalesView:
-    """Tables and charts of orders and revenue per region per run."""
-    regions = sorted({region for item in items for region in _regions(item)})
-    rows = [_sales_row(item, regions) for item in items]
-    if not items:
-        return SalesView(regions=regions, rows=rows, revenue_chart=None, orders_chart=None)
+def measure_charts(view: ResultView, items: list[queries.ResultItem]) -> list[Markup]:
+    """A line chart per headline measure over the runs, oldest first: a line per row."""
     oldest_first = list(reversed(items))
+    per_run = [view.rows_of(item.result) for item in oldest_first]
+    names = sorted({name for rows in per_run for name in rows})
     labels = [run_label(item) for item in oldest_first]
-    revenue: dict[str, list[float | None]] = {}
-    orders: dict[str, list[float | None]] = {}
-    for region in regions:
-        stats = [_regions(item).get(region) or {} for item in oldest_first]
-        revenue[region] = [s.get("revenue_cents", 0) / 100 for s in stats]
-        orders[region] = [s.get("orders", 0) for s in stats]
-    return SalesView(
-        regions=regions,
-        rows=rows,
-        revenue_chart=charts.line_chart(labels, revenue, title="Revenue per region"),
-        orders_chart=charts.line_chart(labels, orders, title="Orders per region"),
-    )
-
-
-def numbers_chart(items: list[queries.ResultItem]) -> Markup | None:
-    """A chart of the top-level numbers of the results over runs, if they have any."""
-    oldest_first = list(reversed(items))
-    fields = sorted(
-        {
-            key
-            for item in oldest_first
-            for key, value in (item.result or {}).items()
-            if isinstance(value, int | float) and not isinstance(value, bool)
+    drawn = []
+    for measure in view.headlines:
+        series = {
+            name or measure.label: [
+                chart_value(rows.get(name, {}).get(measure.key), measure.unit) for rows in per_run
+            ]
+            for name in names
         }
-    )
-    if not fields:
+        if not any(value is not None for values in series.values() for value in values):
+            continue
+        per = f" per {view.row_label.lower()}" if view.rows is not None else ""
+        unit = " (currency units)" if measure.unit == "cents" else ""
+        drawn.append(charts.line_chart(labels, series, title=f"{measure.label}{per}{unit}"))
+    return drawn
+
+
+def summary(view: ResultView, result: Any) -> str | None:
+    """One line for the results index: the totals of the headline measures; None when the
+    view finds nothing to show (the index shows the JSON then)."""
+    rows = view.rows_of(result)
+    if not rows or not view.headlines:
         return None
-    series: dict[str, list[float | None]] = {
-        key: [_number((item.result or {}).get(key)) for item in oldest_first] for key in fields
-    }
-    labels = [run_label(item) for item in oldest_first]
-    return charts.line_chart(labels, series, title="Result values per run")
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value
-    return None
+    if view.rows is None:
+        values = rows[""]
+        parts = [f"{m.label} {format_measure(values[m.key], m.unit)}" for m in view.headlines]
+        return ", ".join(parts)
+    sums = view.totals(rows)
+    parts = [
+        f"{format_measure(sums[m.key], m.unit)} {m.label.lower()}"
+        for m in view.headlines
+        if m.total
+    ]
+    return f"{', '.join(parts)} in {len(rows)} {view.row_label.lower()}s"

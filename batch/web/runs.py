@@ -28,12 +28,14 @@ from batch.exceptions import (
     UnknownJob,
     UserError,
 )
+from batch.jobs.views import view_or_inferred
 from batch.models import (
     CANCELLED,
     FAILED,
     RUN_STATES,
     TRIGGER_KINDS,
     TRIGGER_PREFIXES,
+    Run,
     trigger_kind,
 )
 from batch.queries import GOING_STATES
@@ -160,7 +162,16 @@ def show(run_id: str) -> Any:
         chunks_to_retry=_chunks_to_retry(detail),
         can_cancel=detail.run.status in GOING_STATES,
         history=detail.history,
+        **_result_view(detail.run),
     )
+
+
+def _result_view(run: Run) -> dict[str, Any]:
+    """The run's result as its job's view reads it (none for a job no longer registered)."""
+    if run.result is None or run.job not in current_core().jobs:
+        return {"result_view": None, "result_rows": {}}
+    view = view_or_inferred(current_core().jobs.get(run.job).result_view, [run.result])
+    return {"result_view": view, "result_rows": view.rows_of(run.result)}
 
 
 def _chunks_to_retry(detail: queries.RunDetail) -> list[int]:

@@ -24,11 +24,11 @@ SERIES_RE = re.compile(r'<g class="series" data-series="([^"]+)">')
 
 
 def cell(page: str, run_id: str, region: str, field: str) -> str:
-    """The text of one region's cell in a run's row of the sales table."""
+    """The text of one region's cell in a run's row of the results table."""
     row = re.search(rf'<tr data-run-id="{run_id}">(.*?)</tr>', page, re.S)
     assert row, f"no row for {run_id}"
     found = re.search(
-        rf'data-region="{re.escape(region)}" data-field="{field}">([^<]*)<', row.group(1)
+        rf'data-row="{re.escape(region)}" data-field="{field}">([^<]*)<', row.group(1)
     )
     assert found, f"no {field} cell for {region}"
     return found.group(1)
@@ -57,7 +57,12 @@ def test_sales_summary_results_match_the_stored_result(
     for run_id, run in stored.items():
         for region, stats in run.result["regions"].items():
             assert cell(page, run_id, region, "orders") == f"{stats['orders']:,}"
-            assert cell(page, run_id, region, "revenue") == format_cents(stats["revenue_cents"])
+            assert cell(page, run_id, region, "revenue_cents") == format_cents(
+                stats["revenue_cents"]
+            )
+        regions_of_run = run.result["regions"].values()
+        total = sum(stats["revenue_cents"] for stats in regions_of_run)
+        assert cell(page, run_id, "total", "revenue_cents") == format_cents(total)
     # Newest first in the table.
     assert page.index(f'<tr data-run-id="{run_ids[1]}">') < page.index(
         f'<tr data-run-id="{run_ids[0]}">'
@@ -65,21 +70,25 @@ def test_sales_summary_results_match_the_stored_result(
     assert "2026-01-31 00:00 – 2026-02-15 00:00" in page
 
     svgs = SVG_RE.findall(page)
-    assert len(svgs) == 2  # revenue and orders
+    assert len(svgs) == 2  # orders and revenue, the view's headline measures
     for svg in svgs:
         assert SERIES_RE.findall(svg) == regions
         assert svg.count("<circle") == len(regions) * len(run_ids)
-    assert "<title>Revenue per region</title>" in svgs[0]
+    assert "<title>Orders per region</title>" in svgs[0]
+    assert "<title>Revenue per region (currency units)</title>" in svgs[1]
     north = stored[run_ids[1]].result["regions"]["north"]
-    assert f"north, 02-15 00:00: {north['orders']:,}</title>" in svgs[1]
+    assert f"north, 2026-02-15 00:00: {north['orders']:,}</title>" in svgs[0]
+    assert f"north, 2026-02-15 00:00: {north['revenue_cents'] / 100:,.10g}</title>" in svgs[1]
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from elsewhere
 
     # The run page shows the same numbers as a table.
     run_page = client.get(f"/runs/{run_ids[0]}").get_data(as_text=True)
     first_north = stored[run_ids[0]].result["regions"]["north"]
     assert re.search(
-        rf'<tr data-region="north">.*?data-field="orders">{first_north["orders"]:,}<.*?'
-        rf'data-field="revenue">{format_cents(first_north["revenue_cents"])}<',
+        rf'<tr data-row="north">.*?data-field="orders">{first_north["orders"]:,}<.*?'
+        rf'data-field="revenue_cents">{format_cents(first_north["revenue_cents"])}<.*?'
+        rf'data-field="units">{first_north["units"]:,}<.*?'
+        rf'data-field="avg_order_value_cents">{format_cents(first_north["avg_order_value_cents"])}<',
         run_page,
         re.S,
     )
@@ -87,25 +96,56 @@ def test_sales_summary_results_match_the_stored_result(
     index = client.get("/results/").get_data(as_text=True)
     latest = stored[run_ids[1]].result
     total_orders = sum(stats["orders"] for stats in latest["regions"].values())
-    assert f'<tr data-job="{SALES}">' in index and f"{total_orders:,} orders" in index
+    total_revenue = sum(stats["revenue_cents"] for stats in latest["regions"].values())
+    assert f'<tr data-job="{SALES}">' in index
+    assert f"{total_orders:,} orders, {format_cents(total_revenue)} revenue in 5 regions" in index
     assert f'href="/runs/{run_ids[1]}"' in index
 
 
-def test_other_jobs_show_their_result_json_and_numbers(client: FlaskClient, core: Core) -> None:
-    add_run(core, "s0", job=SUMS, minute=0, result={"sum": 14})
-    add_run(core, "s1", job=SUMS, minute=1, result={"sum": 30})
+def test_a_job_without_a_view_shows_the_numbers_of_its_results(
+    client: FlaskClient, core: Core
+) -> None:
+    add_run(core, "s0", job=SUMS, minute=0, result={"sum": 14, "note": "x"})
+    add_run(core, "s1", job=SUMS, minute=1, result={"sum": 30, "note": "y"})
     add_run(core, "s2", job=SUMS, minute=2, status="failed", result=None)
     page = client.get(f"/results/{SUMS}").get_data(as_text=True)
     assert re.findall(r'<tr data-run-id="([^"]+)">', page) == ["s1", "s0"]
-    assert "&#34;sum&#34;: 30" in page and "&#34;sum&#34;: 14" in page
+    assert cell(page, "s1", "", "sum") == "30" and cell(page, "s0", "", "sum") == "14"
     (svg,) = SVG_RE.findall(page)
     assert SERIES_RE.findall(svg) == ["sum"]
+    assert "sum, 2026-03-01 12:01: 30</title>" in svg
     limited = client.get(f"/results/{SUMS}?limit=1").get_data(as_text=True)
     assert re.findall(r'<tr data-run-id="([^"]+)">', limited) == ["s1"]
 
     index = client.get("/results/").get_data(as_text=True)
-    assert "{&#34;sum&#34;: 30}" in index
+    assert "sum 30" in index
     assert re.search(r'data-job="cleanups.purge_runs">.*?no succeeded run yet', index, re.S)
+    run_page = client.get("/runs/s1").get_data(as_text=True)
+    assert re.search(r'<tr data-row="">\s*<td class="num" data-field="sum">30</td>', run_page)
+
+
+def test_results_filter_by_schedule_and_date_range(client: FlaskClient, core: Core) -> None:
+    for minute in range(6):
+        schedule = "hourly" if minute % 2 else None
+        trigger = f"schedule:{schedule}" if schedule else "cli"
+        result = {"sum": minute}
+        add_run(core, f"s{minute}", job=SUMS, minute=minute, result=result, trigger=trigger,
+                schedule_name=schedule)  # fmt: skip
+
+    def shown(query: str) -> list[str]:
+        response = client.get(f"/results/{SUMS}{query}")
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return re.findall(r'<tr data-run-id="([^"]+)">', response.get_data(as_text=True))
+
+    assert shown("?schedule=hourly") == ["s5", "s3", "s1"]
+    assert shown("?since=2026-03-01T12:02&until=2026-03-01T12:05") == ["s4", "s3", "s2"]
+    assert shown("?schedule=hourly&until=2026-03-01T12:03") == ["s1"]
+    assert shown("?schedule=daily") == []
+    page = client.get(f"/results/{SUMS}?schedule=hourly&limit=2").get_data(as_text=True)
+    assert 'name="schedule" value="hourly"' in page
+    assert f"/results/{SUMS}?limit=24&amp;schedule=hourly" in page
+    bad = client.get(f"/results/{SUMS}?since=soon")
+    assert bad.status_code == 400 and "bad since &#39;soon&#39;" in bad.get_data(as_text=True)
 
 
 def test_results_page_without_runs(client: FlaskClient, core: Core) -> None:
