@@ -76,7 +76,7 @@ def test_schedule_a_report_run_it_now_and_see_the_chart(
         run = session.get(Run, run_id)
     assert run.status == "succeeded" and run.trigger.startswith("user:admin")
     north = run.result["regions"]["north"]
-    region_rows = wait_for(page, "table.regions").text
+    region_rows = wait_for(page, "table.run-result").text
     assert f"{north['orders']:,}" in region_rows or str(north["orders"]) in region_rows
     screenshot(page, "run")
 
