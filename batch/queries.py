@@ -468,6 +468,8 @@ class DueSchedule:
     name: str
     due_at: datetime
     job: str | None = None
+    #: The zone its fire times are shown in: its cron line's (an interval's is UTC).
+    zone: str = "UTC"
 
     @property
     def due_in_seconds(self) -> float:
@@ -489,15 +491,24 @@ def schedules_due_next(
 
 
 def with_jobs(session: Session, due: list[DueSchedule]) -> list[DueSchedule]:
-    """``due`` with each schedule's job read from SQL (looked up by primary key)."""
+    """``due`` with each schedule's job and zone read from SQL (looked up by primary key)."""
     if not due:
         return due
-    jobs = dict(
-        session.execute(
-            select(Schedule.name, Schedule.job).where(Schedule.name.in_([d.name for d in due]))
-        ).all()
+    rows = session.execute(
+        select(Schedule.name, Schedule.job, Schedule.cron, Schedule.timezone).where(
+            Schedule.name.in_([d.name for d in due])
+        )
     )
-    return [DueSchedule(name=d.name, due_at=d.due_at, job=jobs.get(d.name)) for d in due]
+    found = {row.name: row for row in rows}
+    return [
+        DueSchedule(
+            name=d.name,
+            due_at=d.due_at,
+            job=row.job if (row := found.get(d.name)) else None,
+            zone=row.timezone if row is not None and row.cron else "UTC",
+        )
+        for d in due
+    ]
 
 
 def priority_lists(

@@ -47,8 +47,9 @@ def test_users_list_and_remove(core: Core) -> None:
     lines = out.splitlines()
     assert lines[0].split() == ["NAME", "CREATED", "LAST", "SEEN", "SESSIONS"]
     assert [line.split()[0] for line in lines[1:]] == ["alice", "bob"]
-    assert lines[1].split()[3:] == ["-", "0"]
-    assert lines[2].split()[5] == "1"
+    # Times are shown in UTC, naming it: "2026-12-01 06:00:00 UTC".
+    assert lines[1].split()[3:] == ["UTC", "-", "0"]
+    assert lines[2].split()[3] == lines[2].split()[6] == "UTC" and lines[2].split()[7] == "1"
     assert "password" not in out and "pbkdf2" not in out and "scrypt" not in out
     assert cli(core, "users", "remove", "bob") == (
         0,
@@ -84,7 +85,7 @@ def test_tokens_list_and_remove(core: Core) -> None:
     lines = out.splitlines()
     assert lines[0].split() == ["NAME", "CREATED", "LAST", "USED"]
     assert [line.split()[0] for line in lines[1:]] == ["ci", "reports"]
-    assert len(lines[1].split()) == 5 and lines[2].split()[3:] == ["-"]
+    assert len(lines[1].split()) == 7 and lines[2].split()[3:] == ["UTC", "-"]
     assert secret not in out
     with core.reading() as session:
         assert session.get_one(ApiToken, "ci").token_hash not in out

@@ -15,6 +15,7 @@ from batch import queries, run_filters, runs
 from batch.cli import Context, cli_actor, fail, pass_context
 from batch.models import FINISHED_STATES, RUN_STATES, TRIGGER_KINDS
 from batch.queries import RunItem
+from batch.times import show_utc
 
 POLL_SECONDS = 0.2
 MAX_LISTED_RUNS = 10_000
@@ -145,7 +146,7 @@ def runs_list(ctx: Context, limit: int, as_json: bool, **filters: str | None) ->
         duration = item.duration_seconds
         shown = f"{duration:.2f}s" if duration is not None and item.finished_at else "-"
         click.echo(
-            f"{item.id}  {item.created_at:%Y-%m-%d %H:%M:%S}  {item.job:<24} "
+            f"{item.id}  {show_utc(item.created_at)}  {item.job:<24} "
             f"{item.status:<10} {shown:>9}  {item.trigger}"
         )
 

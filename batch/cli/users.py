@@ -6,6 +6,7 @@ import click
 
 from batch import users
 from batch.cli import Context, pass_context
+from batch.times import show_utc
 
 
 @click.group("users")
@@ -80,17 +81,16 @@ def tokens_remove(ctx: Context, name: str) -> None:
 
 
 def _echo_accounts(accounts: list[users.Account], last: str, *, sessions: bool) -> None:
-    # Times are UTC, as everywhere in batch.
     if not accounts:
         return
     width = max(len("NAME"), *(len(account.name) for account in accounts))
     rows = [("NAME", "CREATED", last, "SESSIONS")]
     for account in accounts:
-        used = f"{account.last_used_at:%Y-%m-%d %H:%M:%S}" if account.last_used_at else "-"
-        created = f"{account.created_at:%Y-%m-%d %H:%M:%S}"
+        used = show_utc(account.last_used_at)
+        created = show_utc(account.created_at)
         rows.append((account.name, created, used, str(account.sessions)))
     for name, created, used, count in rows:
-        line = f"{name:<{width}}  {created:<19}  {used:<19}  {count if sessions else ''}"
+        line = f"{name:<{width}}  {created:<23}  {used:<23}  {count if sessions else ''}"
         click.echo(line.rstrip())
 
 

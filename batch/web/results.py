@@ -117,12 +117,12 @@ def run_label(item: queries.ResultItem) -> str:
 
 
 def window_label(item: queries.ResultItem) -> str:
-    """A run's ``[since, until)`` window as "2026-01-02 10:00 – 11:00" ("-" without one)."""
+    """A run's ``[since, until)`` window as "2026-01-02 10:00 – 11:00 UTC" ("-" without one)."""
     since, until = _param_time(item, "since"), _param_time(item, "until")
     if since is None or until is None:
         return "-"
     end = "%H:%M" if until.date() == since.date() else "%Y-%m-%d %H:%M"
-    return f"{since:%Y-%m-%d %H:%M} – {until.strftime(end)}"
+    return f"{since:%Y-%m-%d %H:%M} – {until.strftime(end)} UTC"
 
 
 # --- Tables and charts -------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from batch.models import (
     trigger_kind,
 )
 from batch.queries import GOING_STATES
+from batch.times import show_fire, show_utc
 from batch.web import current_celery, current_core, params_form
 
 blueprint = Blueprint("runs", __name__, url_prefix="/runs")
@@ -240,8 +241,14 @@ def format_duration(seconds: float | None) -> str:
 
 @blueprint.app_template_filter("when")
 def format_when(value: datetime | None) -> str:
-    """A UTC timestamp to the second, "-" for None."""
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+    """A moment in UTC, naming UTC (batch.times); "-" for None."""
+    return show_utc(value)
+
+
+@blueprint.app_template_filter("fire_time")
+def format_fire_time(value: datetime, zone: str) -> str:
+    """A schedule's fire time in its zone, with the weekday (batch.times)."""
+    return show_fire(value, zone)
 
 
 @blueprint.app_template_filter("pretty_json")

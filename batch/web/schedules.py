@@ -37,6 +37,7 @@ from batch.exceptions import (
 from batch.models import AuditEntry, Schedule
 from batch.run_filters import RunFilter
 from batch.storable import text_problem
+from batch.times import show_fire, show_utc
 from batch.web import charts, current_celery, current_core, params_form
 from batch.web.runs import error_page, query_int
 
@@ -159,7 +160,10 @@ def preview() -> ResponseReturnValue:
         return jsonify(errors=exc.errors), 400
     zone = _zone(timing)
     times = timing.upcoming(PREVIEW_COUNT, utcnow())
-    return jsonify(times=[moment.astimezone(zone).isoformat() for moment in times])
+    return jsonify(
+        times=[moment.astimezone(zone).isoformat() for moment in times],
+        shown=[show_fire(moment, zone) for moment in times],
+    )
 
 
 # --- Create and edit ---------------------------------------------------------------------------
@@ -272,7 +276,7 @@ def _render_detail(name: str, *, error: str | None = None) -> str:
     upcoming: list[str] = []
     if row.enabled and isinstance(timing, FireTimes):
         moments = timing.upcoming(PREVIEW_COUNT, last_fire or utcnow())
-        upcoming = [_show_time(moment, _zone(timing)) for moment in moments]
+        upcoming = [show_fire(moment, _zone(timing)) for moment in moments]
     return render_template(
         "schedules/detail.html",
         item=ScheduleSummary.of(row, last, last_fire),
@@ -290,7 +294,7 @@ def _durations_chart(history: list[queries.RunItem]) -> Markup | None:
     durations = [run.duration_seconds if run.finished_at else None for run in reversed(history)]
     if all(duration is None for duration in durations):
         return None
-    labels = [_show_time(run.created_at, UTC) for run in reversed(history)]
+    labels = [show_utc(run.created_at) for run in reversed(history)]
     return charts.line_chart(
         labels,
         {"duration (s)": durations},
@@ -369,7 +373,7 @@ class ScheduleSummary:
         timing = _timing(row.cron, row.timezone, row.interval_seconds)
         next_fire = None
         if row.enabled and isinstance(timing, FireTimes):
-            next_fire = _show_time(timing.next_after(last_fire or utcnow()), _zone(timing))
+            next_fire = show_fire(timing.next_after(last_fire or utcnow()), _zone(timing))
         return cls(
             name=row.name,
             job=row.job,
@@ -377,7 +381,7 @@ class ScheduleSummary:
             words=timing.describe() if isinstance(timing, FireTimes) else timing,
             next_fire=next_fire,
             last_run=last,
-            last_run_at=_show_time(last.created_at, UTC) if last else None,
+            last_run_at=show_utc(last.created_at) if last else None,
             description=row.description,
             source=row.source,
         )
@@ -405,10 +409,6 @@ def _zone(timing: FireTimes) -> tzinfo:
     return getattr(timing, "zone", UTC)
 
 
-def _show_time(moment: datetime, zone: tzinfo) -> str:
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
 def _audit_view(entry: AuditEntry) -> dict[str, Any]:
     """Who, when, what: the fields that changed with their values before and after."""
     before, after = entry.before or {}, entry.after or {}
@@ -419,7 +419,7 @@ def _audit_view(entry: AuditEntry) -> dict[str, Any]:
         and not (_blank(before.get(name)) and _blank(after.get(name)))
     ]
     return {
-        "at": _show_time(entry.at, UTC),
+        "at": show_utc(entry.at),
         "actor": entry.actor,
         "action": entry.action,
         "changes": changes,

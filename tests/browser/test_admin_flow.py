@@ -27,7 +27,12 @@ def shown_times(driver: WebDriver) -> list[str]:
 def expected_times() -> list[str]:
     schedule = CronSchedule(CRON, ZONE)
     moments = schedule.upcoming(5, datetime.now(UTC))
-    return [moment.astimezone(schedule.zone).isoformat().replace("T", " ") for moment in moments]
+    # In the schedule's zone with the weekday, then in UTC (Berlin is never UTC+0).
+    return [
+        f"{moment.astimezone(schedule.zone):%a %Y-%m-%d %H:%M:%S %Z}"
+        f" ({moment.astimezone(UTC):%H:%M:%S} UTC)"
+        for moment in moments
+    ]
 
 
 def test_schedule_a_report_run_it_now_and_see_the_chart(
@@ -35,11 +40,9 @@ def test_schedule_a_report_run_it_now_and_see_the_chart(
 ) -> None:
     now = datetime.now(UTC)
     demo.seed_orders(core.engine, 20_000, end=now)
-    # Today so far; five earlier days are added before the chart is opened.
-    since, until = (
-        now.replace(hour=0, minute=0, second=0, microsecond=0),
-        now.replace(microsecond=0),
-    )
+    # The last day (about 670 orders whatever the hour); five earlier days come before the chart.
+    until = now.replace(microsecond=0)
+    since = until - timedelta(days=1)
     sign_in(page, live_server, *admin)
 
     page.get(f"{live_server}/schedules/new")

@@ -518,9 +518,11 @@ def test_the_list_shows_timing_next_fire_and_last_run(
         (
             "hourly",
             "every hour at :05 (Europe/Berlin)",
+            # In the schedule's zone with the weekday, then in UTC (Berlin is never UTC+0).
             hourly_next.astimezone(CronSchedule("5 * * * *", "Europe/Berlin").zone).strftime(
-                "%Y-%m-%d %H:%M:%S %Z"
-            ),
+                "%a %Y-%m-%d %H:%M:%S %Z"
+            )
+            + f" ({hourly_next.astimezone(UTC):%H:%M:%S} UTC)",
             '<a href="/runs/run-60"><span class="status succeeded">succeeded</span></a> '
             '<span class="muted">2026-11-25 11:05:01 UTC</span>',
             "yes",
@@ -529,7 +531,7 @@ def test_the_list_shows_timing_next_fire_and_last_run(
         (
             "quarterly",
             "every 15 minutes",
-            quarterly_next.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            quarterly_next.strftime("%a %Y-%m-%d %H:%M:%S UTC"),
             '<span class="muted">never</span>',
             "yes",
         ),
@@ -546,7 +548,8 @@ def test_the_details_show_the_next_five_fire_times(
     listed = re.search(r'<ol class="upcoming">(.*?)</ol>', page)
     assert listed is not None
     assert re.findall(r"<li>(.*?)</li>", listed.group(1)) == [
-        (last + timedelta(seconds=900 * k)).strftime("%Y-%m-%d %H:%M:%S UTC") for k in range(1, 6)
+        (last + timedelta(seconds=900 * k)).strftime("%a %Y-%m-%d %H:%M:%S UTC")
+        for k in range(1, 6)
     ]
     assert "every 15 minutes" in page and "Never run." in page
 

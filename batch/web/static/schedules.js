@@ -74,7 +74,7 @@
   function showPreview(body, status) {
     if (status === 200 && body.times) {
       var list = el("ol", { class: "upcoming" });
-      body.times.forEach(function (time) { list.appendChild(el("li", {}, time.replace("T", " "))); });
+      body.shown.forEach(function (time) { list.appendChild(el("li", {}, time)); });
       show([el("p", { class: "muted small" }, "Next five runs:"), list]);
     } else if (body && body.errors) {
       show(Object.keys(body.errors).map(function (key) {
