@@ -45,6 +45,15 @@ class InvalidSchedule(UserError):
         self.errors = errors
 
 
+class InvalidFilter(UserError):
+    """Filters of a list are bad: ``errors`` maps each bad one's name to its message, and
+    the message names them all."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
 class NotFound(UserError):
     """A run or schedule with that identifier does not exist."""
 

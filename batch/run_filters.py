@@ -9,13 +9,14 @@ of an id prefix. Filters combined narrow the rows read from the most selective o
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement
 
-from batch.exceptions import UnknownJob, UserError
+from batch.exceptions import InvalidFilter, UnknownJob, UserError
 from batch.jobs import JobRegistry
 from batch.models import RUN_STATES, TRIGGER_KINDS, Run
 
@@ -68,21 +69,39 @@ class RunFilter:
 
 def parse_filter(args: Mapping[str, str], jobs: JobRegistry) -> RunFilter:
     """The RunFilter of query arguments ``q`` (an id prefix), ``job``, ``schedule``,
-    ``status``, ``trigger``, ``since`` and ``until``; empty ones do not filter. UserError
-    names the first bad one."""
+    ``status``, ``trigger``, ``since`` and ``until``; empty ones do not filter.
+    InvalidFilter names every bad one."""
     value = {key: (args.get(key) or "").strip() or None for key in FILTER_ARGS}
-    where = RunFilter(
-        id_prefix=_id_prefix(value["q"]),
-        job=_job(value["job"], jobs),
-        schedule=_schedule(value["schedule"]),
-        status=_choice("status", value["status"], RUN_STATES),
-        trigger=_choice("trigger", value["trigger"], TRIGGER_KINDS),
-        since=_moment("since", value["since"], end_of_day=False),
-        until=_moment("until", value["until"], end_of_day=True),
+    readers: dict[str, Callable[[str | None], Any]] = {
+        "q": _id_prefix,
+        "job": lambda text: _job(text, jobs),
+        "schedule": _schedule,
+        "status": lambda text: _choice("status", text, RUN_STATES),
+        "trigger": lambda text: _choice("trigger", text, TRIGGER_KINDS),
+        "since": lambda text: _moment("since", text, end_of_day=False),
+        "until": lambda text: _moment("until", text, end_of_day=True),
+    }
+    read: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for key, reader in readers.items():
+        try:
+            read[key] = reader(value[key])
+        except UserError as exc:
+            errors[key] = str(exc)
+    since, until = read.get("since"), read.get("until")
+    if since is not None and until is not None and since >= until:
+        errors["until"] = "since must be earlier than until"
+    if errors:
+        raise InvalidFilter(errors)
+    return RunFilter(
+        id_prefix=read["q"],
+        job=read["job"],
+        schedule=read["schedule"],
+        status=read["status"],
+        trigger=read["trigger"],
+        since=since,
+        until=until,
     )
-    if where.since is not None and where.until is not None and where.since >= where.until:
-        raise UserError("since must be earlier than until")
-    return where
 
 
 def filter_args(where: RunFilter) -> dict[str, str]:

@@ -30,6 +30,7 @@ from batch.core import Core
 from batch.cron import MAX_INTERVAL_SECONDS, make_schedule
 from batch.db import utcnow
 from batch.exceptions import Conflict, InvalidParams, InvalidSchedule, NotFound, UnknownJob
+from batch.messages import field_messages
 from batch.models import AuditEntry, Schedule
 from batch.reconcile import record_changes
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
 NAME_RE = re.compile(NAME_PATTERN)
+NAME_RULE = "use 1 to 200 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
 #: The ``schedules.cron`` column's size; a real cron line is far shorter.
 MAX_CRON_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 2000
@@ -137,8 +139,9 @@ def validate_schedule(
     try:
         spec = ScheduleSpec.model_validate(raw, context={"queues": core.settings.queues})
     except ValidationError as exc:
-        for error in exc.errors():
-            errors.setdefault(".".join(map(str, error["loc"])) or "schedule", error["msg"])
+        found = field_messages(exc, whole="schedule", patterns={NAME_PATTERN: NAME_RULE})
+        for key, message in found.items():
+            errors.setdefault(key, message)
     given = _check_job_and_params(core, raw, errors, {} if checked is None else checked)
     _check_timing(spec, raw, errors)
     if errors or spec is None:

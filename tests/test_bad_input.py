@@ -96,8 +96,8 @@ def sales_params(core: Core, raw: dict[str, Any]) -> dict[str, Any]:
     return job.validate_params(raw, now=NOW).model_dump(mode="json")
 
 
-SINCE_RANGE = "Input should be between 0001-01-02T00:00:00+00:00 and 9999-12-29T23:00:00+00:00"
-UNTIL_RANGE = "Input should be between 0001-01-02T01:00:00+00:00 and 9999-12-30T00:00:00+00:00"
+SINCE_RANGE = "must be between 0001-01-02T00:00:00+00:00 and 9999-12-29T23:00:00+00:00"
+UNTIL_RANGE = "must be between 0001-01-02T01:00:00+00:00 and 9999-12-30T00:00:00+00:00"
 
 
 @pytest.mark.parametrize(
@@ -201,7 +201,7 @@ def test_date_arithmetic_overflowing_in_any_jobs_validator_is_invalid_params() -
 def test_purge_refuses_an_age_past_a_hundred_years(
     core: Core, celery_app: Celery, days: int
 ) -> None:
-    message = "Input should be less than or equal to 36500"
+    message = "must be at most 36500"
     job = core.jobs.get("cleanups.purge_runs")
     with pytest.raises(InvalidParams) as raised:
         job.validate_params({"older_than_days": days}, now=NOW)

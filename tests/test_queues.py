@@ -122,7 +122,7 @@ def test_a_schedule_takes_any_configured_queue_and_refuses_others(team_core: Cor
     with pytest.raises(InvalidSchedule) as refused:
         validate_schedule(team_core, {**schedule, "queue": "default"})
     assert refused.value.errors == {
-        "queue": "Input should be 'light', 'team-a', 'heavy', 'reports' or 'cleanups'"
+        "queue": "must be 'light', 'team-a', 'heavy', 'reports' or 'cleanups', not 'default'"
     }
 
 
@@ -154,7 +154,7 @@ def test_the_api_refuses_a_schedule_on_an_unconfigured_queue_and_writes_nothing(
     assert response.status_code == 400
     assert list(response.json["errors"]) == ["queue"]
     assert response.json["errors"]["queue"] == (
-        "Input should be 'light', 'team-a', 'heavy', 'reports' or 'cleanups'"
+        "must be 'light', 'team-a', 'heavy', 'reports' or 'cleanups', not 'team-b'"
     )
     assert count(team_core, Schedule) == count(team_core, AuditEntry) == 0
     assert list(team_core.redis.scan_iter(match="batch:redbeat:*")) == []

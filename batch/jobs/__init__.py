@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from batch.constants import DEFAULT_QUEUES
 from batch.exceptions import InvalidParams, UnknownJob
 from batch.jobs.views import ResultView
+from batch.messages import field_messages
 
 Spec = dict[str, Any]
 Partial = dict[str, Any]
@@ -55,7 +56,7 @@ class Job:
         try:
             return self.params_model.model_validate(dict(raw), context={"now": now})
         except ValidationError as exc:
-            raise InvalidParams(self.name, _field_errors(exc)) from None
+            raise InvalidParams(self.name, field_messages(exc, whole="params")) from None
         except OverflowError as exc:
             # Date arithmetic in a job's validator past the years 1 or 9999: such params
             # could never run, so they are refused like any other bad value.
@@ -81,14 +82,6 @@ class Job:
             "queue": self.queue,
             "params": self.params_model.model_json_schema(),
         }
-
-
-def _field_errors(exc: ValidationError) -> dict[str, str]:
-    errors: dict[str, str] = {}
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "params"
-        errors.setdefault(field, error["msg"])
-    return errors
 
 
 def split_range(first: int, last: int, parts: int, *, min_size: int = 1) -> list[tuple[int, int]]:

@@ -28,7 +28,7 @@ def _within(value: datetime | None, low: datetime, high: datetime) -> datetime |
     if value is not None and not low <= value <= high:
         raise PydanticCustomError(
             "datetime_range",
-            "Input should be between {low} and {high}",
+            "must be between {low} and {high}",
             {"low": low.isoformat(), "high": high.isoformat()},
         )
     return value

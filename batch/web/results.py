@@ -9,14 +9,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, render_template, request
+from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 
 from batch import queries, run_filters
-from batch.exceptions import NotFound, UserError
+from batch.exceptions import InvalidFilter, NotFound, UserError
 from batch.jobs import Job
 from batch.jobs.views import Measure, ResultView, view_or_inferred
 from batch.web import charts, current_core
-from batch.web.runs import error_page, format_cents, format_duration, query_int
+from batch.web.runs import error_page, format_cents, format_duration, query_int, typed_filters
 
 blueprint = Blueprint("results", __name__, url_prefix="/results")
 blueprint.register_error_handler(UserError, error_page)
@@ -43,7 +44,7 @@ def index() -> str:
 
 
 @blueprint.get("/<job>")
-def show(job: str) -> str:
+def show(job: str) -> ResponseReturnValue:
     """The newest succeeded runs of ``job``: a table of their results and a chart per
     headline measure, of one schedule or a date range if asked."""
     core = current_core()
@@ -51,14 +52,20 @@ def show(job: str) -> str:
         raise NotFound(f"unknown job {job!r}")
     limit = queries.check_limit(query_int("limit", DEFAULT_RUNS), MAX_RUNS)
     args = {key: request.args.get(key, "") for key in FILTER_ARGS} | {"job": job}
-    where = run_filters.parse_filter(args, core.jobs)
-    with core.reading() as session:
-        items = queries.job_results(session, where, limit)
+    errors: dict[str, str] = {}
+    items: list[queries.ResultItem] = []
+    try:
+        where = run_filters.parse_filter(args, core.jobs)
+    except InvalidFilter as exc:
+        errors, filters = exc.errors, typed_filters(FILTER_ARGS)
+    else:
+        with core.reading() as session:
+            items = queries.job_results(session, where, limit)
+        filters = run_filters.filter_args(where)
+        filters.pop("job")
     job_obj = core.jobs.get(job)
     view = view_of(job_obj, items)
-    filters = run_filters.filter_args(where)
-    filters.pop("job")
-    return render_template(
+    page = render_template(
         "results/show.html",
         job=job_obj,
         view=view,
@@ -67,7 +74,9 @@ def show(job: str) -> str:
         items=items,
         limit=limit,
         filters=filters,
+        errors=errors,
     )
+    return page, 400 if errors else 200
 
 
 def view_of(job: Job, items: list[queries.ResultItem]) -> ResultView:

@@ -22,6 +22,7 @@ from flask.typing import ResponseReturnValue
 from batch import queries, retries, run_filters, runs
 from batch.exceptions import (
     Conflict,
+    InvalidFilter,
     InvalidParams,
     NotFound,
     ServiceUnavailable,
@@ -71,26 +72,49 @@ def query_int(name: str, default: int) -> int:
 
 
 @blueprint.get("/")
-def index() -> str:
+def index() -> ResponseReturnValue:
     """Runs, newest first: searched by id prefix, filtered by job, schedule, status,
-    trigger and date range (all kept in the URL), paged with an "older" cursor."""
+    trigger and date range (all kept in the URL), paged with an "older" cursor. Bad filters
+    are shown at their fields, all at once (400), and nothing is searched."""
     core = current_core()
-    where = run_filters.parse_filter(request.args, core.jobs)
-    before = request.args.get("before") or None
     limit = query_int("limit", queries.DEFAULT_PAGE)
+    try:
+        where = run_filters.parse_filter(request.args, core.jobs)
+    except InvalidFilter as exc:
+        empty = queries.RunPage(runs=[], next_cursor=None)
+        return _runs_list(empty, typed_filters(run_filters.FILTER_ARGS), limit, exc.errors), 400
+    before = request.args.get("before") or None
     cursor = queries.Cursor.parse(before) if before else None
     with core.reading() as session:
         page = queries.list_runs(session, where, before=cursor, limit=limit)
+    return _runs_list(page, run_filters.filter_args(where), limit, {}, first_page=cursor is None)
+
+
+def _runs_list(
+    page: queries.RunPage,
+    filters: dict[str, str],
+    limit: int,
+    errors: dict[str, str],
+    *,
+    first_page: bool = True,
+) -> str:
+    core = current_core()
     return render_template(
         "runs/index.html",
         page=page,
-        filters=run_filters.filter_args(where),
+        filters=filters,
+        errors=errors,
         limit_arg=limit if limit != queries.DEFAULT_PAGE else None,
-        first_page=cursor is None,
+        first_page=first_page,
         jobs=[j.name for j in core.jobs],
         states=RUN_STATES,
         trigger_kinds=TRIGGER_KINDS,
     )
+
+
+def typed_filters(keys: tuple[str, ...]) -> dict[str, str]:
+    """The filters as typed (bad ones too), to show them again in the form."""
+    return {key: value for key in keys if (value := request.args.get(key, "").strip())}
 
 
 @blueprint.route("/new", methods=["GET", "POST"])

@@ -28,6 +28,7 @@ from batch.db import utcnow
 from batch.entries import last_fire_times
 from batch.exceptions import (
     Conflict,
+    InvalidFilter,
     InvalidParams,
     InvalidSchedule,
     NotFound,
@@ -39,7 +40,7 @@ from batch.run_filters import RunFilter
 from batch.storable import text_problem
 from batch.times import show_fire, show_utc
 from batch.web import charts, current_celery, current_core, params_form
-from batch.web.runs import error_page, query_int
+from batch.web.runs import error_page, query_int, typed_filters
 
 blueprint = Blueprint("schedules", __name__, url_prefix="/schedules")
 
@@ -69,24 +70,40 @@ def index() -> ResponseReturnValue:
     """
     core = current_core()
     try:
-        where, page = list_filter(request.args), query_int("page", 1)
+        page = query_int("page", 1)
         if not 1 <= page <= MAX_PAGE:
             raise UserError(f"bad page {page}: expected 1 to {MAX_PAGE}")
     except UserError as exc:
         return error_page(exc)
+    try:
+        where = list_filter(request.args)
+    except InvalidFilter as exc:
+        return _schedule_list([], 0, page, typed_filters(FILTER_ARGS), exc.errors), 400
     with core.reading() as session:
         rows, total = schedule_lists.list_schedules(
             session, core.jobs, where, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
         )
     last_fires = last_fire_times(current_celery(), [row.name for row in rows if row.enabled])
     items = [ScheduleSummary.of(row, _last_run(row), last_fires.get(row.name)) for row in rows]
+    return _schedule_list(items, total, page, _filter_args(where), {})
+
+
+def _schedule_list(
+    items: list[ScheduleSummary],
+    total: int,
+    page: int,
+    filters: dict[str, str],
+    errors: dict[str, str],
+) -> str:
+    core = current_core()
     return render_template(
         "schedules/index.html",
         items=items,
         total=total,
         page=page,
         pages=max(1, -(-total // PAGE_SIZE)),
-        filters=_filter_args(where),
+        filters=filters,
+        errors=errors,
         jobs=[job.name for job in core.jobs],
         queues=core.settings.queues,
     )
@@ -119,17 +136,20 @@ def _back_to_list() -> ResponseReturnValue:
 
 def list_filter(args: MultiDict[str, str]) -> schedule_lists.ScheduleFilter:
     """The list's filters from the query string (``q``, ``job``, ``queue``, ``enabled``),
-    for the admin's list and the API's; UserError for a value no schedule has."""
+    for the admin's list and the API's; InvalidFilter names every value no schedule has."""
     search, job, queue = (args.get(key, "").strip() or None for key in ("q", "job", "queue"))
     state = args.get("enabled", "")
+    errors: dict[str, str] = {}
     if search is not None and (problem := text_problem(search)):
-        raise UserError(f"bad search: {problem}")
-    if job is not None:
-        current_core().jobs.get(job)  # UnknownJob: a 400 naming the job
+        errors["q"] = f"bad search: {problem}"
+    if job is not None and job not in current_core().jobs:
+        errors["job"] = f"unknown job {job!r}"
     if queue is not None and queue not in current_core().settings.queues:
-        raise UserError(f"unknown queue {queue!r}")
+        errors["queue"] = f"unknown queue {queue!r}"
     if state not in ENABLED_ARGS:
-        raise UserError(f"bad enabled {state!r}: expected yes or no")
+        errors["enabled"] = f"bad enabled {state!r}: expected yes or no"
+    if errors:
+        raise InvalidFilter(errors)
     return schedule_lists.ScheduleFilter(search, job, queue, ENABLED_ARGS[state])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -24,6 +25,9 @@ from batch.models import (
 )
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+FIELD_ERROR = re.compile(
+    r'class="field-error" data-field="([^"]+)"[^>]*>(.*?)</(?:p|li|span)>', re.S
+)
 
 
 #: The tables a request can write: the accounts too, down to when each was last used.
@@ -40,6 +44,14 @@ def stored_state(core: Core) -> tuple[Any, ...]:
         )
     keys = sorted(core.redis.scan_iter(match="batch:redbeat:*"))
     return tables, {key: core.redis.dump(key) for key in keys}
+
+
+def field_errors(page: str) -> dict[str, str]:
+    """Each error shown at a field of a form, by field."""
+    return {
+        key: html.unescape(re.sub(r"<[^>]+>", "", message).strip())
+        for key, message in FIELD_ERROR.findall(page)
+    }
 
 
 def csrf_token(client: FlaskClient, path: str = "/login") -> str:

@@ -171,10 +171,10 @@ def test_a_failing_run_shows_its_error(api: FlaskClient, worker: Path) -> None:
         (
             {"n": "many"},
             "params.n",
-            "Input should be a valid integer, unable to parse string as an integer",
+            "must be a whole number, not 'many'",
         ),
-        ({"n": -1}, "params.n", "Input should be greater than or equal to 0"),
-        ({"n": 10, "bogus": 1}, "params.bogus", "Extra inputs are not permitted"),
+        ({"n": -1}, "params.n", "must be at least 0"),
+        ({"n": 10, "bogus": 1}, "params.bogus", "not a known field"),
     ],
 )
 def test_bad_params_are_a_400_and_no_run_is_written(
@@ -191,7 +191,7 @@ def test_a_model_level_params_error_is_keyed_params(api: FlaskClient, core: Core
     window = {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}
     response = api.post("/api/jobs/reports.sales_summary/runs", json={"params": window})
     assert response.status_code == 400
-    assert response.json["errors"] == {"params": "Value error, since must be before until"}
+    assert response.json["errors"] == {"params": "since must be before until"}
     assert count(core, Run) == 0
 
 
@@ -327,14 +327,18 @@ def test_duplicate_create_is_a_409(api: FlaskClient, core: Core) -> None:
         ({"cron": "* * *"}, "cron", "expected 5 fields, got '* * *'"),
         ({"timezone": "Moon/Base"}, "timezone", "unknown timezone 'Moon/Base'"),
         ({"job": "reports.nope"}, "job", "unknown job 'reports.nope'"),
-        ({"params": {"since": "yesterday"}}, "params.since", "Input should be a valid datetime"),
-        ({"job": SUM, "params": {"n": "many"}}, "params.n", "Input should be a valid integer"),
-        ({"params": [1]}, "params", "Input should be a valid dictionary"),
+        (
+            {"params": {"since": "yesterday"}},
+            "params.since",
+            "must be a date and time with its zone",
+        ),
+        ({"job": SUM, "params": {"n": "many"}}, "params.n", "must be a whole number, not 'many'"),
+        ({"params": [1]}, "params", "must be a table of names and values"),
         ({"cron": None, "interval_seconds": 0}, "interval_seconds", "must be at least 1 second"),
-        ({"name": "bad name!"}, "name", "String should match pattern"),
-        ({"name": None}, "name", "Input should be a valid string"),
-        ({"overlap": "sometimes"}, "overlap", "Input should be 'allow' or 'skip'"),
-        ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
+        ({"name": "bad name!"}, "name", "use 1 to 200 letters, digits"),
+        ({"name": None}, "name", "must be text"),
+        ({"overlap": "sometimes"}, "overlap", "must be 'allow' or 'skip', not 'sometimes'"),
+        ({"colour": "red"}, "colour", "not a known field"),
     ],
 )
 def test_bad_schedule_is_a_400_and_nothing_is_stored(
@@ -357,7 +361,7 @@ def test_bad_schedule_is_a_400_and_nothing_is_stored(
 def test_missing_name_and_job_are_field_errors(api: FlaskClient, core: Core) -> None:
     response = api.post("/api/schedules", json={"cron": "5 * * * *"})
     assert response.status_code == 400
-    assert response.json["errors"] == {"name": "Field required", "job": "Field required"}
+    assert response.json["errors"] == {"name": "required", "job": "required"}
     assert count(core, Schedule) == 0
 
 
@@ -561,7 +565,11 @@ def test_a_bad_schedules_list_query_is_a_400_naming_it(
     api: FlaskClient, query: str, error: str
 ) -> None:
     response = api.get(f"/api/schedules?{query}")
-    assert (response.status_code, response.json) == (400, {"error": error})
+    assert (response.status_code, response.json["error"]) == (400, error)
+    # A bad filter is also named by its argument; limit and after are not filters.
+    argument = query.split("=")[0]
+    expected = {argument: error} if argument in ("enabled", "queue") else None
+    assert response.json.get("errors") == expected
 
 
 def test_the_runs_list_pages_newest_first_with_the_admins_filters(
@@ -629,3 +637,20 @@ def test_a_bad_runs_list_query_is_a_400_naming_it(api: FlaskClient, query: str, 
     response = api.get(f"/api/runs?{query}")
     assert response.status_code == 400
     assert response.json["error"].startswith(error)
+
+
+def test_every_bad_runs_list_filter_is_named_at_once(api: FlaskClient) -> None:
+    response = api.get("/api/runs?status=done&since=soon&schedule=a%20b")
+    assert response.status_code == 400
+    assert response.json["errors"] == {
+        "schedule": "bad schedule 'a b': not a schedule name",
+        "status": "unknown status 'done': expected one of queued, running, succeeded, failed,"
+        " skipped, cancelled",
+        "since": "bad since 'soon': expected a date (2026-12-01) or a date and time"
+        " (2026-12-01T06:00)",
+    }
+    # The message names them all, in the order of the filters.
+    errors = response.json["errors"]
+    assert response.json["error"] == "; ".join(
+        errors[key] for key in ("schedule", "status", "since")
+    )

@@ -18,9 +18,9 @@ from batch.models import ApiToken, AuditEntry, Run, Schedule, UserSession
 from batch.users import TOUCH_INTERVAL
 from batch.web.auth import SESSION_KEY
 from tests.test_queries import SALES, SUMS, add_run
-from tests.web.conftest import csrf_token, stored_state
+from tests.web.conftest import csrf_token, field_errors, stored_state
 from tests.web.test_api import HOURLY, count
-from tests.web.test_schedules_pages import create, field_errors
+from tests.web.test_schedules_pages import create
 
 TOO_LONG = "...: a name has at most 64 characters"
 ZONES = [
@@ -29,7 +29,7 @@ ZONES = [
     ("Etc", "unknown timezone 'Etc'"),
     ("x" * 256, f"unknown timezone '{'x' * 32}'{TOO_LONG}"),
 ]
-UNTIL_RANGE = "Input should be between 0001-01-02T01:00:00+00:00 and 9999-12-30T00:00:00+00:00"
+UNTIL_RANGE = "must be between 0001-01-02T01:00:00+00:00 and 9999-12-30T00:00:00+00:00"
 TOO_DEEP = {"error": "the request body is not valid JSON: it is nested deeper than 32 levels"}
 
 
@@ -94,13 +94,13 @@ def test_the_preview_answers_each_zone_as_it_is_typed(client: FlaskClient) -> No
             SALES,
             {"since": "9999-12-31T23:00:00Z"},
             "since",
-            "Input should be between 0001-01-02T00:00:00+00:00 and 9999-12-29T23:00:00+00:00",
+            "must be between 0001-01-02T00:00:00+00:00 and 9999-12-29T23:00:00+00:00",
         ),
         (
             "cleanups.purge_runs",
             {"older_than_days": 1_000_000},
             "older_than_days",
-            "Input should be less than or equal to 36500",
+            "must be at most 36500",
         ),
     ],
 )
@@ -167,7 +167,7 @@ def test_a_json_body_32_deep_is_read(api: FlaskClient, core: Core) -> None:
     response = api.post(f"/api/jobs/{SUMS}/runs", data=body, content_type="application/json")
     assert (response.status_code, response.json["errors"]) == (
         400,
-        {"params.n": "Input should be a valid integer"},
+        {"params.n": "must be a whole number"},
     )
     assert count(core, Run) == 0
 

@@ -17,6 +17,7 @@ from batch.web import charts
 from batch.web.runs import format_cents
 from tests.conftest import wait_for_run
 from tests.test_queries import SALES, SUMS, add_run
+from tests.web.conftest import field_errors
 
 END = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 SVG_RE = re.compile(r"<svg .*?</svg>", re.S)
@@ -144,8 +145,14 @@ def test_results_filter_by_schedule_and_date_range(client: FlaskClient, core: Co
     page = client.get(f"/results/{SUMS}?schedule=hourly&limit=2").get_data(as_text=True)
     assert 'name="schedule" value="hourly"' in page
     assert f"/results/{SUMS}?limit=24&amp;schedule=hourly" in page
-    bad = client.get(f"/results/{SUMS}?since=soon")
-    assert bad.status_code == 400 and "bad since &#39;soon&#39;" in bad.get_data(as_text=True)
+    bad = client.get(f"/results/{SUMS}?since=soon&schedule=a%20b")
+    assert bad.status_code == 400
+    assert field_errors(bad.get_data(as_text=True)) == {
+        "schedule": "bad schedule 'a b': not a schedule name",
+        "since": "bad since 'soon': expected a date (2026-12-01) or a date and time"
+        " (2026-12-01T06:00)",
+    }
+    assert "<svg" not in bad.get_data(as_text=True)
 
 
 def test_results_page_without_runs(client: FlaskClient, core: Core) -> None:

@@ -19,7 +19,7 @@ from tests.conftest import wait_for_run
 from tests.test_engine import expected_sum
 from tests.test_queries import SALES, SUMS, T0, add_chunks, add_run
 from tests.test_retries import failed_run
-from tests.web.conftest import csrf_token
+from tests.web.conftest import csrf_token, field_errors
 
 ROW_RE = re.compile(r'<tr data-run-id="([^"]+)"')
 NEXT_RE = re.compile(r'<a rel="next" href="([^"]+)"')
@@ -212,6 +212,30 @@ def test_bad_filters_are_400_with_a_message(client: FlaskClient, query: str, mes
     response = client.get(f"/runs/{query}")
     assert response.status_code == 400
     assert message in response.get_data(as_text=True)
+
+
+def test_every_bad_filter_is_shown_at_its_field_at_once_and_nothing_is_searched(
+    client: FlaskClient, core: Core
+) -> None:
+    add_run(core, "0fe1c2d3-0000-4000-8000-000000000001")
+    response = client.get("/runs/?q=xyz1&schedule=a%20b&since=yesterday&until=2026-13-01&job=")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert field_errors(page) == {
+        "q": "bad run id 'xyz1': expected at least 4 of its first characters (0-9, a-f and -)",
+        "schedule": "bad schedule 'a b': not a schedule name",
+        "since": "bad since 'yesterday': expected a date (2026-12-01) or a date and time"
+        " (2026-12-01T06:00)",
+        "until": "bad until '2026-13-01': expected a date (2026-12-01) or a date and time"
+        " (2026-12-01T06:00)",
+    }
+    # What was typed is kept, marked for assistive technology, and no run is listed.
+    assert 'name="since" value="yesterday"' in page and 'name="q" value="xyz1"' in page
+    assert 'aria-invalid="true" aria-describedby="filter-until-error"' in page
+    assert ROW_RE.findall(page) == [] and 'id="filter-errors"' in page
+    # Two dates in the wrong order: the error is at "until".
+    wrong_order = client.get("/runs/?since=2026-03-02&until=2026-03-01").get_data(as_text=True)
+    assert field_errors(wrong_order) == {"until": "since must be earlier than until"}
 
 
 def test_the_short_id_the_admin_shows_opens_the_run(client: FlaskClient, core: Core) -> None:

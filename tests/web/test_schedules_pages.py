@@ -26,7 +26,7 @@ from batch.exceptions import InvalidSchedule
 from batch.models import AuditEntry, Run, Schedule
 from tests.conftest import wait_for_run
 from tests.test_queries import T0, add_run
-from tests.web.conftest import csrf_token, stored_state
+from tests.web.conftest import csrf_token, field_errors, stored_state
 
 FORM = {
     "name": "hourly",
@@ -58,7 +58,6 @@ STORED = {
     "deadline_seconds": None,
     "description": "Squares, hourly",
 }
-FIELD_ERROR = re.compile(r'class="field-error" data-field="([^"]+)">(.*?)</(?:p|li)>', re.S)
 
 
 @pytest.fixture(autouse=True)
@@ -91,14 +90,6 @@ def audit(core: Core) -> list[tuple[str, str, str]]:
     with core.reading() as session:
         rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id))
         return [(row.actor, row.action, row.object_name) for row in rows]
-
-
-def field_errors(page: str) -> dict[str, str]:
-    """Each error shown at a field of the form, by field."""
-    return {
-        key: html.unescape(re.sub(r"<[^>]+>", "", message).strip())
-        for key, message in FIELD_ERROR.findall(page)
-    }
 
 
 def post(client: FlaskClient, path: str, data: dict[str, Any] | None = None) -> Any:
@@ -248,9 +239,9 @@ BAD_INPUT = [
     (
         {"params.n": "ten"},
         "params.n",
-        "Input should be a valid integer, unable to parse string as an integer",
+        "must be a whole number, not 'ten'",
     ),
-    ({"params.n": "-1"}, "params.n", "Input should be greater than or equal to 0"),
+    ({"params.n": "-1"}, "params.n", "must be at least 0"),
     (
         {"interval_seconds": "60"},
         "cron",
@@ -266,12 +257,12 @@ BAD_INPUT = [
     (
         {"name": "bad name!"},
         "name",
-        "String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$'",
+        "use 1 to 200 letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
     ),
     ({"job": "tests.nope", "params_job": "tests.nope"}, "job", "unknown job 'tests.nope'"),
-    ({"priority": "10"}, "priority", "Input should be less than or equal to 9"),
-    ({"deadline_seconds": "0"}, "deadline_seconds", "Input should be greater than or equal to 1"),
-    ({"queue": "fast"}, "queue", "Input should be 'default', 'reports' or 'cleanups'"),
+    ({"priority": "10"}, "priority", "must be at most 9"),
+    ({"deadline_seconds": "0"}, "deadline_seconds", "must be at least 1"),
+    ({"queue": "fast"}, "queue", "must be 'default', 'reports' or 'cleanups', not 'fast'"),
 ]
 
 
@@ -291,6 +282,23 @@ def test_bad_input_is_shown_at_its_field_and_nothing_is_stored(
             if key not in ("job", "params_job", "queue"):
                 assert f'name="{key}"' in page, (changes, key)
                 assert f'value="{html.escape(value)}"' in page, (changes, key)
+
+
+def test_every_bad_field_is_shown_at_once_each_once(client: FlaskClient, core: Core) -> None:
+    bad = {"name": "bad name!", "cron": "61 * * * *", "params.n": "ten", "priority": "10"}
+    response = create(client, **bad)
+    page = html.unescape(response.get_data(as_text=True))
+    errors = {
+        "name": "use 1 to 200 letters, digits, '_', '.', ':' or '-', starting with a letter or"
+        " digit",
+        "cron": "bad cron line '61 * * * *': [61 * * * *] is not acceptable, out of range",
+        "params.n": "must be a whole number, not 'ten'",
+        "priority": "must be at most 9",
+    }
+    assert response.status_code == 400
+    assert field_errors(response.get_data(as_text=True)) == errors
+    assert all(page.count(message) == 1 for message in errors.values())
+    assert count(core, Schedule) == count(core, AuditEntry) == 0
 
 
 def test_a_duplicate_name_is_a_conflict_at_the_name(
@@ -318,9 +326,7 @@ def test_an_error_of_the_params_as_a_whole_is_shown_with_them(
         **{"params.since": "2026-01-02T00:00:00+00:00", "params.until": "2026-01-01T00:00:00Z"},
     )
     assert response.status_code == 400
-    assert field_errors(response.get_data(as_text=True)) == {
-        "params": "Value error, since must be before until"
-    }
+    assert field_errors(response.get_data(as_text=True)) == {"params": "since must be before until"}
     assert count(core, Schedule) == 0
 
 
@@ -665,8 +671,8 @@ def test_run_now_with_params_the_job_no_longer_accepts_is_refused(
     response = post(client, "/schedules/hourly/run")
     assert response.status_code == 400
     assert (
-        "Not run: invalid params for tests.sum_squares: n: Input should be a valid integer, "
-        "unable to parse string as an integer" in html.unescape(response.get_data(as_text=True))
+        "Not run: invalid params for tests.sum_squares: n: must be a whole number, not 'many'"
+        in html.unescape(response.get_data(as_text=True))
     )
     assert count(core, Run) == 0
 
@@ -791,6 +797,18 @@ def test_a_bad_list_query_is_an_error_page(
     response = client.get(f"/schedules/?{query}")
     assert response.status_code == status
     assert message in response.get_data(as_text=True)
+
+
+def test_bad_list_filters_are_shown_at_their_fields_at_once(client: FlaskClient) -> None:
+    response = client.get("/schedules/?job=no.job&queue=nope&enabled=maybe&q=hour")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert field_errors(page) == {
+        "job": "unknown job 'no.job'",
+        "queue": "unknown queue 'nope'",
+        "enabled": "bad enabled 'maybe': expected yes or no",
+    }
+    assert 'name="q" value="hour"' in page and 'id="filter-errors"' in page
 
 
 def test_enable_and_disable_selected_change_each_once_and_go_back_to_the_list(
