@@ -23,6 +23,8 @@ HEIGHT = 260
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 16, 34, 40
 LEGEND_ROW = 18
 MAX_X_LABELS = 6
+#: The width of a character of an x label (font size 11) and the least space between labels.
+X_LABEL_CHAR, X_LABEL_GAP = 6.5, 12
 
 
 def nice_ticks(top: float, count: int = 4) -> list[float]:
@@ -109,11 +111,13 @@ def line_chart(
             f"{escape(compact_number(tick))}</text>"
         )
     escaped = [escape(label) for label in labels]  # once: every point's tooltip reuses them
-    every = max(1, math.ceil(count / MAX_X_LABELS))
+    every = _label_step(labels, plot_right - plot_left)
     for i, (x, label) in enumerate(zip(xs, escaped, strict=True)):
         if i % every == 0:
+            # The first and last labels end at the plot's edges instead of overflowing them.
+            anchor = "start" if i == 0 and count > 1 else "end" if i == count - 1 else "middle"
             parts.append(
-                f'<text x="{x:.1f}" y="{plot_bottom + 16}" text-anchor="middle" '
+                f'<text x="{x:.1f}" y="{plot_bottom + 16}" text-anchor="{anchor}" '
                 f'fill="#5d6678">{label}</text>'
             )
     for row_index, row in enumerate(legend_rows):
@@ -142,6 +146,13 @@ def line_chart(
         parts.append("</g>")
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def _label_step(labels: Sequence[str], plot_width: float) -> int:
+    """Label every n-th point: at most MAX_X_LABELS, and no two labels overlapping."""
+    longest = max((len(label) for label in labels), default=0)
+    fit = max(1, int(plot_width // (longest * X_LABEL_CHAR + X_LABEL_GAP)))
+    return max(1, math.ceil(len(labels) / min(MAX_X_LABELS, fit)))
 
 
 def _legend_rows(names: list[str], width: int) -> list[list[tuple[str, float, str]]]:

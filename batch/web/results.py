@@ -119,10 +119,15 @@ def _param_time(item: queries.ResultItem, name: str) -> datetime | None:
     return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def run_label(item: queries.ResultItem) -> str:
-    """A run on a chart's x axis, with its full date: the start of its window if it has one
+def run_moment(item: queries.ResultItem) -> datetime:
+    """Where a run stands on a chart's time axis: the start of its window if it has one
     (``since``), else its creation, in UTC."""
-    return (_param_time(item, "since") or item.created_at).strftime("%Y-%m-%d %H:%M")
+    return _param_time(item, "since") or item.created_at
+
+
+def run_label(item: queries.ResultItem) -> str:
+    """A run on a chart's x axis, with its full date (``run_moment``)."""
+    return run_moment(item).strftime("%Y-%m-%d %H:%M")
 
 
 def window_label(item: queries.ResultItem) -> str:
@@ -184,8 +189,9 @@ def runs_table(view: ResultView, items: list[queries.ResultItem]) -> RunsTable:
 
 
 def measure_charts(view: ResultView, items: list[queries.ResultItem]) -> list[Markup]:
-    """A line chart per headline measure over the runs, oldest first: a line per row."""
-    oldest_first = list(reversed(items))
+    """A line chart per headline measure over the runs in time order (of their windows, so
+    that a run made later for an earlier window takes its place): a line per row."""
+    oldest_first = sorted(items, key=run_moment)
     per_run = [view.rows_of(item.result) for item in oldest_first]
     names = sorted({name for rows in per_run for name in rows})
     labels = [run_label(item) for item in oldest_first]

@@ -77,6 +77,15 @@ def wait_for(driver: WebDriver, css: str, timeout: float = 20):
     return WebDriverWait(driver, timeout).until(lambda d: d.find_element(By.CSS_SELECTOR, css))
 
 
+def wait_for_run_page(driver: WebDriver, status: str, timeout: float = 60) -> None:
+    """Wait until the run page shown says ``status`` (it follows its run by itself)."""
+    WebDriverWait(driver, timeout).until(
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, ".run-facts").get_attribute("data-status") == status
+        )
+    )
+
+
 def screenshot(driver: WebDriver, name: str) -> None:
     """Save a full-width screenshot when BATCH_SCREENSHOT_DIR is set."""
     if SCREENSHOT_DIR:

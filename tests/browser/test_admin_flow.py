@@ -14,7 +14,7 @@ from batch import demo, runs
 from batch.core import Core
 from batch.cron import CronSchedule
 from batch.models import Run, Schedule
-from tests.browser.conftest import screenshot, sign_in, wait_for
+from tests.browser.conftest import screenshot, sign_in, wait_for, wait_for_run_page
 from tests.conftest import wait_for_run
 
 CRON, ZONE = "5 * * * *", "Europe/Berlin"
@@ -69,12 +69,7 @@ def test_schedule_a_report_run_it_now_and_see_the_chart(
     WebDriverWait(page, 10).until(lambda d: "/runs/" in d.current_url)
     run_id = page.current_url.rstrip("/").rsplit("/", 1)[-1]
     # The page follows the run by itself until it has finished: no reload from the test.
-    WebDriverWait(page, 60).until(
-        lambda d: (
-            d.find_element(By.CSS_SELECTOR, ".run-facts").get_attribute("data-status")
-            == "succeeded"
-        )
-    )
+    wait_for_run_page(page, "succeeded")
     with core.reading() as session:
         run = session.get(Run, run_id)
     assert run.status == "succeeded" and run.trigger.startswith("user:admin")

@@ -191,6 +191,33 @@ def test_chart_escapes_labels_and_breaks_lines_at_gaps() -> None:
         charts.line_chart(["a", "b", "c"], {"z": [1]}, title="t")
 
 
+def test_x_labels_never_overlap_and_stay_inside_the_chart() -> None:
+    labels = [f"2026-11-{day:02d} 01:06" for day in range(1, 13)]
+    svg = charts.line_chart(labels, {"n": list(range(12))}, title="t")
+    shown = re.findall(r'<text x="([\d.]+)" y="[\d.]+" text-anchor="(\w+)" fill="#5d6678">'
+                       r"(2026-[^<]+)</text>", svg)  # fmt: skip
+    xs = [float(x) for x, _, _ in shown]
+    # 16 characters of 6.5 px and a 12 px gap: 4 fit in the 480 px plot, every third shown.
+    assert [label for _, _, label in shown] == labels[::3]
+    assert all(b - a >= 16 * 6.5 + 12 for a, b in zip(xs, xs[1:], strict=False))
+    assert shown[0][1] == "start"
+
+
+def test_results_chart_follows_the_windows_not_the_creation_order(
+    client: FlaskClient, core: Core
+) -> None:
+    # A run made last for the earliest window is drawn first.
+    for run_id, minute, day in (("late", 3, 1), ("d2", 1, 2), ("d3", 2, 3)):
+        window = {"since": f"2026-03-{day:02d}T00:00:00Z", "until": f"2026-03-{day:02d}T01:00:00Z"}
+        add_run(core, run_id, job=SALES, minute=minute, params=window,
+                result={"regions": {"north": {"orders": day, "units": 1, "revenue_cents": 1,
+                                              "avg_order_value_cents": 1}}})  # fmt: skip
+    page = client.get(f"/results/{SALES}").get_data(as_text=True)
+    chart = page[page.index("<svg") : page.index("</svg>")]
+    drawn = re.findall(r"<title>north, (2026-03-0\d) 00:00: (\d+)</title>", chart)
+    assert drawn == [("2026-03-01", "1"), ("2026-03-02", "2"), ("2026-03-03", "3")]
+
+
 @pytest.mark.parametrize(
     ("top", "ticks"),
     [(0, [0, 1]), (7, [0, 2, 4, 6, 8]), (100, [0, 25, 50, 75, 100]), (1234, [0, 500, 1000, 1500])],
