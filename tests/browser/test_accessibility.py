@@ -27,6 +27,9 @@ PAGES = [
     "/schedules/hourly/edit",
     "/runs/",
     "/runs/?status=failed&trigger=schedule&since=2026-03-01",
+    # Errors at the fields: still readable, labelled and tied to their inputs.
+    "/runs/?since=yesterday&schedule=a%20b",
+    "/schedules/?queue=nope&enabled=maybe",
     "/runs/failed-run",
     "/runs/sales-run",
     "/runs/new",
