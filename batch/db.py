@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -83,3 +84,13 @@ def make_engine(database_url: str, *, for_writing: bool = True) -> Engine:
 def make_sessionmaker(engine: Engine) -> sessionmaker:
     """A session factory that keeps loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def insert_ignoring_duplicates(session: Session, model: type, values: dict[str, Any]) -> bool:
+    """INSERT a row unless a row with the same key already exists; whether it was inserted."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT DO NOTHING.
+    statement = insert(model).values(**values).on_conflict_do_nothing()
+    keys = model.__table__.primary_key.columns  # type: ignore[attr-defined]
+    return session.execute(statement.returning(*keys)).first() is not None

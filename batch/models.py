@@ -1,4 +1,4 @@
-"""SQL tables: runs, their chunks, schedules, the audit log and the demo orders."""
+"""SQL tables: runs, their chunks, schedules, the audit log, alerts and the demo orders."""
 
 from __future__ import annotations
 
@@ -166,6 +166,29 @@ class ScheduleChange(Base):
     revision: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Alert(Base):
+    """Something a person must see: raised once per cause, resolved by the schedule's next
+    successful run (batch/alerts.py)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        # The open alerts, newest first (the overview); a schedule's alerts (its page).
+        Index("ix_alerts_open", "resolved_at", "raised_at"),
+        Index("ix_alerts_schedule", "schedule_name", "raised_at"),
+    )
+
+    #: The cause (``run_failed:<run id>``): a cause raises one alert, whoever sees it first.
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    schedule_name: Mapped[str | None] = mapped_column(String(200))
+    run_id: Mapped[str | None] = mapped_column(String(36))
+    message: Mapped[str] = mapped_column(Text)
+    raised_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+    #: The run whose success resolved it.
+    resolved_by: Mapped[str | None] = mapped_column(String(36))
 
 
 class AuditEntry(Base):

@@ -12,7 +12,7 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from batch import capacity
+from batch import alerts, capacity
 from batch.core import Core
 from batch.db import utcnow
 from batch.exceptions import NotFound, UserError
@@ -42,6 +42,7 @@ from batch.models import (
     RUN_STATES,
     RUNNING,
     SUCCEEDED,
+    Alert,
     AuditEntry,
     Run,
     RunChunk,
@@ -590,6 +591,7 @@ class Overview:
     failures: list[RunItemWithError]
     queues: dict[str, int | str] | None
     workers: dict[str, dict[str, Any]] | None
+    alerts: list[Alert] = field(default_factory=list)
 
 
 def overview(core: Core, celery: Celery, limit: int = 10) -> Overview:
@@ -601,6 +603,7 @@ def overview(core: Core, celery: Celery, limit: int = 10) -> Overview:
     )
     with core.reading() as session:
         newest = newest_by_status(session, (*GOING_STATES, FAILED), limit)
+        raised = alerts.open_alerts(session, limit)
         if due:
             due = with_jobs(session, due)
     # Redis that did not answer once is not asked again in this request: a hung server
@@ -617,6 +620,7 @@ def overview(core: Core, celery: Celery, limit: int = 10) -> Overview:
         workers=_unless_down(lambda: capacity.online_workers(core.redis))
         if redis_answers
         else None,
+        alerts=raised,
     )
 
 

@@ -15,10 +15,9 @@ from typing import Any
 
 from celery import Celery, Signature, chord
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from batch import capacity, queries, storable
+from batch import alerts, capacity, queries, storable
 from batch.celery_app import message_priority
 from batch.constants import (
     SENT_AT_HEADER,
@@ -28,7 +27,7 @@ from batch.constants import (
     TASK_START_RUN,
 )
 from batch.core import Core
-from batch.db import utcnow
+from batch.db import insert_ignoring_duplicates, utcnow
 from batch.exceptions import (
     BatchError,
     Conflict,
@@ -79,16 +78,6 @@ class Fire:
 def scheduled_run_id(schedule: str, scheduled_for: datetime) -> str:
     """The run id of one fire: the same fire always maps to the same run."""
     return str(uuid.uuid5(RUN_ID_NAMESPACE, f"{schedule}@{scheduled_for.isoformat()}"))
-
-
-def _insert_ignoring_duplicates(session: Session, model: type, values: dict[str, Any]) -> bool:
-    """INSERT a row unless a row with the same key already exists; whether it was inserted."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT DO NOTHING.
-    statement = insert(model).values(**values).on_conflict_do_nothing()
-    keys = model.__table__.primary_key.columns
-    return session.execute(statement.returning(*keys)).first() is not None
 
 
 def submit_run(
@@ -200,7 +189,7 @@ def start_run(
     with core.transaction() as session:
         # A fire's run is created here, already claimed; a submitted run, or a fire whose
         # row exists (a duplicate, or one the recovery sweep recorded), is claimed once.
-        created = fire is not None and _insert_ignoring_duplicates(
+        created = fire is not None and insert_ignoring_duplicates(
             session,
             Run,
             {
@@ -406,7 +395,7 @@ def restart_held_fire(
             return None
     now = utcnow()
     with core.transaction() as session:
-        recorded = _insert_ignoring_duplicates(
+        recorded = insert_ignoring_duplicates(
             session,
             Run,
             {
@@ -557,7 +546,7 @@ def _mark_running(core: Core, run_id: str, index: int, node: str | None) -> int 
             log.info("run %s chunk %s already stored: nothing to do", run_id, index)
             return None
         if stored is None:  # planned before chunk rows were stored with the plan
-            _insert_ignoring_duplicates(
+            insert_ignoring_duplicates(
                 session, RunChunk, {"run_id": run_id, "chunk_index": index, "status": PENDING}
             )
             stored = session.get(RunChunk, (run_id, index), with_for_update=True)
@@ -757,11 +746,13 @@ def _finish(
     result: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> None:
-    session.execute(
+    finished = session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status.in_((QUEUED, RUNNING)))
         .values(status=status, result=result, error=error, finished_at=utcnow())
     )
+    if finished.rowcount:  # type: ignore[attr-defined]
+        alerts.run_finished(session, run_id, status, error)
 
 
 def _planning_error(exc: Exception) -> str:

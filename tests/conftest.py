@@ -17,6 +17,7 @@ from batch.celery_app import close_celery, create_celery
 from batch.core import Core
 from batch.models import (
     FINISHED_STATES,
+    Alert,
     ApiToken,
     AuditEntry,
     Order,
@@ -72,7 +73,7 @@ def core(migrated: Settings) -> Iterator[Core]:
     """A core over an empty database (every table emptied before the test)."""
     core = Core(migrated)
     with core.transaction() as session:
-        for model in (RunChunk, Run, AuditEntry, Schedule, Order, User, ApiToken):
+        for model in (RunChunk, Run, AuditEntry, Alert, Schedule, Order, User, ApiToken):
             session.execute(delete(model))
     yield core
     core.dispose()

@@ -22,7 +22,7 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
-from batch import queries, runs, schedule_lists, schedules
+from batch import alerts, queries, runs, schedule_lists, schedules
 from batch.cron import FireTimes, make_schedule
 from batch.db import utcnow
 from batch.entries import last_fire_times
@@ -47,6 +47,8 @@ blueprint = Blueprint("schedules", __name__, url_prefix="/schedules")
 PREVIEW_COUNT = 5
 #: Runs shown (and charted) on a schedule's page; the runs list has the rest.
 HISTORY_RUNS = 20
+#: The newest alerts a schedule's page shows.
+SHOWN_ALERTS = 20
 HISTORY_CHART_WIDTH, HISTORY_CHART_HEIGHT = 560, 200
 #: Fields of the form with an input of their own; errors for other keys go above the form.
 FORM_FIELDS = ("name", *(f for f in schedules.SPEC_FIELDS if f != "params"))
@@ -290,6 +292,7 @@ def _render_detail(name: str, *, error: str | None = None) -> str:
         row = _get_or_404(session, name)
         history = queries.list_runs(session, RunFilter(schedule=name), limit=HISTORY_RUNS).runs
         trail = schedules.audit_trail(session, name)
+        raised = alerts.schedule_alerts(session, name, SHOWN_ALERTS)
     last = LastRun(history[0].id, history[0].status, history[0].created_at) if history else None
     last_fire = last_fire_times(current_celery(), [name]).get(name) if row.enabled else None
     timing = _timing(row.cron, row.timezone, row.interval_seconds)
@@ -305,6 +308,7 @@ def _render_detail(name: str, *, error: str | None = None) -> str:
         history=history,
         history_chart=_durations_chart(history),
         audit=[_audit_view(entry) for entry in trail],
+        alerts=raised,
         error=error,
     )
 

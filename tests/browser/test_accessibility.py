@@ -12,6 +12,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from batch import alerts
 from batch.core import Core
 from tests.browser.conftest import sign_in, wait_for
 from tests.test_queries import SALES, add_chunks, add_run
@@ -59,6 +60,10 @@ def seed(core: Core, celery_app: Celery) -> None:
     add_run(core, "failed-run", job=SALES, minute=21, status="failed",
             error="chunk 1: ValueError: no", chunk_count=2)  # fmt: skip
     add_chunks(core, "failed-run", ["succeeded", "failed"])
+    with core.transaction() as session:  # an open alert on the overview and the schedule's page
+        alerts.raise_alert(session, "run_failed:failed-run", "run_failed",
+                           "a run of hourly failed: chunk 1: ValueError: no",
+                           schedule="hourly", run_id="failed-run")  # fmt: skip
 
 
 def axe_violations(driver: WebDriver) -> list[str]:

@@ -9,15 +9,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from celery import Celery
 from flask import Flask
 from flask.testing import FlaskClient
 
+from batch import alerts
 from batch.celery_app import close_celery
 from batch.core import Core
-from batch.models import Schedule
+from batch.models import Run, Schedule
 from tests.conftest import ADMIN
 from tests.test_queries import SALES, add_chunks, add_run
 from tests.web.conftest import csrf_token
+from tests.web.test_schedules_pages import add_schedule
 
 
 def section(page: str, name: str) -> str:
@@ -120,3 +123,24 @@ def test_overview_on_a_broker_that_is_not_redis(core: Core, admin: tuple[str, st
     assert re.findall(
         r'<tr data-queue="([^"]+)"><td>[^<]+</td><td class="num">([^<]+)</td>', queues
     ) == [(name, "n/a") for name in queues_configured]
+
+
+def test_open_alerts_lead_the_overview_and_every_alert_is_on_its_schedules_page(
+    client: FlaskClient, core: Core, celery_app: Celery
+) -> None:
+    add_schedule(core, celery_app)  # "hourly"
+    finished = (("f1", "failed"), ("ok", "succeeded"), ("f2", "failed"))
+    for minute, (run_id, status) in enumerate(finished):
+        add_run(core, run_id, job=SALES, status=status, minute=minute, schedule_name="hourly")
+    assert 'id="alerts"' not in client.get("/").get_data(as_text=True)  # none: no card
+    for run_id in ("f1", "ok", "f2"):  # as the runs finished, in order
+        with core.transaction() as session:
+            status = session.get_one(Run, run_id).status
+            alerts.run_finished(session, run_id, status, f"error of {run_id}")
+    page = client.get("/").get_data(as_text=True)
+    assert re.findall(r'data-alert="([^"]+)"', page) == ["run_failed:f2"]
+    assert "a run of hourly failed: error of f2" in page
+    detail = client.get("/schedules/hourly").get_data(as_text=True)
+    shown = re.findall(r'data-alert="([^"]+)"', detail)
+    assert sorted(shown) == ["run_failed:f1", "run_failed:f2"]
+    assert 'href="/runs/ok">ok</a>' in detail  # f1's alert was resolved by the run "ok"

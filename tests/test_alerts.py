@@ -1,0 +1,84 @@
+"""Alerts with a real worker: a failed run of a schedule raises one, its next success resolves
+it, and a cause seen twice (or by two processes at once) raises one alert."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from celery import Celery
+from sqlalchemy import select
+
+from batch import alerts, runs
+from batch.core import Core
+from batch.models import Alert, Run, Schedule
+from tests.conftest import wait_for_run
+from tests.test_engine import expected_sum
+from tests.test_queries import SUMS
+from tests.web.test_schedules_pages import add_schedule
+
+
+def stored_alerts(core: Core) -> list[tuple[str, str, str | None, str | None, str | None]]:
+    with core.reading() as session:
+        rows = session.scalars(select(Alert).order_by(Alert.raised_at))
+        return [(a.id, a.kind, a.schedule_name, a.run_id, a.resolved_by) for a in rows]
+
+
+def run_of_schedule(core: Core, celery_app: Celery, params: dict[str, object]) -> Run:
+    with core.reading() as session:
+        schedule = session.get_one(Schedule, "hourly")
+    run_id = runs.submit_run(core, celery_app, SUMS, params, trigger="test", schedule=schedule)
+    return wait_for_run(core, run_id)
+
+
+def test_a_failed_run_raises_one_alert_and_the_next_success_resolves_it(
+    core: Core, celery_app: Celery, worker: Path, tmp_path: Path
+) -> None:
+    add_schedule(core, celery_app)  # "hourly", a tests.sum_squares schedule
+    outage = tmp_path / "outage"
+    outage.touch()
+    failing = {"n": 400, "fail_chunk": 100, "fail_while_file": str(outage)}
+    failed = run_of_schedule(core, celery_app, failing)
+    assert failed.status == "failed"
+    cause = f"run_failed:{failed.id}"
+    assert stored_alerts(core) == [(cause, "run_failed", "hourly", failed.id, None)]
+    with core.reading() as session:
+        message = session.get_one(Alert, cause).message
+    assert message.startswith("a run of hourly failed: chunk ") and "failed on purpose" in message
+
+    # Seen again (a second sweeper, a run failed twice): nothing new.
+    runs.fail_run(core, failed.id, "failed again")
+    with core.transaction() as session:
+        assert not alerts.raise_alert(session, cause, "run_failed", "again", schedule="hourly")
+    assert len(stored_alerts(core)) == 1
+
+    # A run of no schedule raises nothing.
+    loose = runs.submit_run(core, celery_app, SUMS, failing, trigger="test")
+    assert wait_for_run(core, loose).status == "failed"
+    assert len(stored_alerts(core)) == 1
+
+    outage.unlink()
+    succeeded = run_of_schedule(core, celery_app, {"n": 400})
+    assert (succeeded.status, succeeded.result) == ("succeeded", {"sum": expected_sum(400)})
+    assert stored_alerts(core) == [(cause, "run_failed", "hourly", failed.id, succeeded.id)]
+    with core.reading() as session:
+        assert alerts.open_alerts(session, 10) == []
+        assert [a.id for a in alerts.schedule_alerts(session, "hourly", 10)] == [cause]
+
+
+def test_two_processes_raising_the_same_cause_at_once_make_one_alert(core: Core) -> None:
+    raised: list[bool] = []
+    start = threading.Barrier(4)
+
+    def raise_it() -> None:
+        start.wait()
+        with core.transaction() as session:
+            raised.append(alerts.raise_alert(session, "run_failed:x", "run_failed", "m"))
+
+    threads = [threading.Thread(target=raise_it) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(raised) == [False, False, False, True]
+    assert [row[0] for row in stored_alerts(core)] == ["run_failed:x"]
