@@ -21,7 +21,10 @@ CRON, ZONE = "5 * * * *", "Europe/Berlin"
 
 
 def shown_times(driver: WebDriver) -> list[str]:
-    return [item.text for item in driver.find_elements(By.CSS_SELECTOR, "#preview ol li")]
+    # One script: the preview redrawn meanwhile cannot leave a stale element behind.
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('#preview ol li'), e => e.innerText);"
+    )
 
 
 def expected_times() -> list[str]:

@@ -34,18 +34,26 @@ def phone(page: WebDriver) -> Iterator[WebDriver]:
     page.set_window_size(*DESKTOP)
 
 
+def attributes(driver: WebDriver, css: str, name: str) -> list[str]:
+    """``name`` of every element matching ``css``, read in one script: a page that reloads
+    meanwhile cannot leave a stale element behind."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]),"
+        " e => e.getAttribute(arguments[1]));",
+        css,
+        name,
+    )
+
+
 def listed_runs(driver: WebDriver) -> list[str]:
-    return [
-        row.get_attribute("data-run-id")
-        for row in driver.find_elements(By.CSS_SELECTOR, "table.runs tr[data-run-id]")
-    ]
+    return attributes(driver, "table.runs tr[data-run-id]", "data-run-id")
 
 
 def shown_errors(driver: WebDriver) -> dict[str, str]:
-    return {
-        error.get_attribute("data-field"): error.text
-        for error in driver.find_elements(By.CSS_SELECTOR, ".field-error")
-    }
+    return driver.execute_script(
+        "return Object.fromEntries(Array.from(document.querySelectorAll('.field-error'),"
+        " e => [e.dataset.field, e.innerText.trim()]));"
+    )
 
 
 def no_sideways_scroll(driver: WebDriver) -> bool:
@@ -214,10 +222,9 @@ def test_results_of_one_schedule_over_a_date_range(
     fill(page, "schedule", "hourly")
     page.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
     WebDriverWait(page, 10).until(lambda d: "schedule=hourly" in d.current_url)
-    rows = page.find_elements(By.CSS_SELECTOR, "#results-table tbody tr[data-run-id]")
-    assert [row.get_attribute("data-run-id") for row in rows] == expected
+    assert attributes(page, "#results-table tbody tr[data-run-id]", "data-run-id") == expected
     # Each row's window names its full date and UTC; the chart draws only these runs.
-    assert "2026-03-07 00:00 – 01:00 UTC" in rows[0].text
+    assert "2026-03-07 00:00 – 01:00 UTC" in wait_for(page, "#results-table td.window").text
     chart = wait_for(page, ".chart svg").get_attribute("innerHTML")
     assert "2026-03-07" in chart and "2026-03-08" not in chart
 
