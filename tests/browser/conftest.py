@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -78,8 +79,9 @@ def wait_for(driver: WebDriver, css: str, timeout: float = 20):
 
 
 def wait_for_run_page(driver: WebDriver, status: str, timeout: float = 60) -> None:
-    """Wait until the run page shown says ``status`` (it follows its run by itself)."""
-    WebDriverWait(driver, timeout).until(
+    """Wait until the run page shown says ``status`` (it follows its run by itself, and
+    reloads once when it finishes: an element read across that reload is stale)."""
+    WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: (
             d.find_element(By.CSS_SELECTOR, ".run-facts").get_attribute("data-status") == status
         )
