@@ -1,9 +1,17 @@
 """Alerts: what a person must see, raised once per cause and resolved by a success.
 
-A cause is a key (``run_failed:<run id>``) and the alert's primary key: whichever process sees a
-cause first inserts the alert, and every later sighting (a second beat, another worker, a run
-finished twice) inserts nothing. The next successful run of the schedule resolves its open
-alerts, in the transaction that records the success.
+A cause is a key and the alert's primary key: whichever process sees a cause first inserts
+the alert, and every later sighting (a second beat, another worker, a run finished twice)
+inserts nothing. The causes:
+
+- ``run_failed:<schedule>:<last success>``: the schedule's runs have failed
+  ``alert_after_failures`` times in a row since its last successful run (``start`` if none);
+  one streak is one cause, however long it grows;
+- ``missed_deadline:<schedule>:<fire time>``: a fire whose run did not start, or did not
+  succeed, within the schedule's deadline (batch/deadlines.py).
+
+The next successful run of the schedule resolves its open alerts, in the transaction that
+records the success.
 """
 
 from __future__ import annotations
@@ -12,9 +20,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from batch.db import insert_ignoring_duplicates, utcnow
-from batch.models import FAILED, SUCCEEDED, Alert, Run
+from batch.models import FAILED, SUCCEEDED, Alert, Run, Schedule
 
 RUN_FAILED = "run_failed"
+#: A streak's cause when the schedule has never succeeded.
+NO_SUCCESS = "start"
 #: The longest error an alert's message quotes.
 MESSAGE_ERROR_LENGTH = 500
 
@@ -41,27 +51,66 @@ def raise_alert(
 
 
 def run_finished(session: Session, run_id: str, status: str, error: str | None) -> None:
-    """A run of a schedule that failed raises an alert; one that succeeded resolves the
-    schedule's open alerts. Runs of no schedule raise nothing."""
+    """In the transaction that finished a run of a schedule: a failure that completes a
+    streak of ``alert_after_failures`` raises an alert; a success resolves the schedule's
+    open alerts. Runs of no schedule raise nothing."""
     schedule = session.scalar(select(Run.schedule_name).where(Run.id == run_id))
     if schedule is None:
         return
     if status == FAILED:
-        reason = (error or "no error recorded")[:MESSAGE_ERROR_LENGTH]
-        raise_alert(
-            session,
-            f"{RUN_FAILED}:{run_id}",
-            RUN_FAILED,
-            f"a run of {schedule} failed: {reason}",
-            schedule=schedule,
-            run_id=run_id,
-        )
+        _failure_streak(session, schedule, run_id, error)
     elif status == SUCCEEDED:
         session.execute(
             update(Alert)
             .where(Alert.schedule_name == schedule, Alert.resolved_at.is_(None))
             .values(resolved_at=utcnow(), resolved_by=run_id)
         )
+
+
+def _failure_streak(session: Session, schedule: str, run_id: str, error: str | None) -> None:
+    # The schedule's row is locked first: two runs failing at once on PostgreSQL each count
+    # the other's failure, so the streak that reaches N is seen (SQLite has one writer).
+    needed = session.scalar(
+        select(Schedule.alert_after_failures).where(Schedule.name == schedule).with_for_update()
+    )
+    needed = needed or 1  # a run of a schedule deleted since
+    last = session.execute(
+        select(Run.id, Run.status)
+        .where(Run.schedule_name == schedule, Run.status.in_((SUCCEEDED, FAILED)))
+        .order_by(Run.created_at.desc())
+        .limit(needed)
+    ).all()
+    if len(last) < needed or any(row.status != FAILED for row in last):
+        return
+    since = session.scalar(
+        select(Run.id)
+        .where(Run.schedule_name == schedule, Run.status == SUCCEEDED)
+        .order_by(Run.created_at.desc())
+        .limit(1)
+    )
+    reason = (error or "no error recorded")[:MESSAGE_ERROR_LENGTH]
+    what = f"a run of {schedule} failed" if needed == 1 else f"{needed} runs of {schedule} failed"
+    raise_alert(
+        session,
+        f"{RUN_FAILED}:{schedule}:{since or NO_SUCCESS}",
+        RUN_FAILED,
+        f"{what} in a row: {reason}" if needed > 1 else f"{what}: {reason}",
+        schedule=schedule,
+        run_id=run_id,
+    )
+
+
+def open_alert_of(session: Session, schedule: str, kinds: tuple[str, ...]) -> str | None:
+    """The id of an open alert of ``schedule`` of one of ``kinds``, if any."""
+    return session.scalar(
+        select(Alert.id)
+        .where(
+            Alert.schedule_name == schedule,
+            Alert.resolved_at.is_(None),
+            Alert.kind.in_(kinds),
+        )
+        .limit(1)
+    )
 
 
 def open_alerts(session: Session, limit: int) -> list[Alert]:

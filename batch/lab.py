@@ -52,11 +52,15 @@ class Lab:
         core = Core(settings)
         return cls(settings, server, directory, environ, core, create_celery(settings, core), cwd)
 
-    def start_node(self, name: str, concurrency: int = 2) -> Popen[bytes]:
-        """A worker node on every configured queue; returns once it has announced itself."""
+    def start_node(
+        self, name: str, concurrency: int = 2, queues: tuple[str, ...] | None = None
+    ) -> Popen[bytes]:
+        """A worker node on ``queues`` (every configured one by default); returns once it has
+        announced itself."""
         node = start_worker(
             {**self.environ, **self.settings.as_env()}, self.directory / f"{name}.log",
-            name=name, redis_url=self.settings.redis_url, concurrency=concurrency, cwd=self.cwd,
+            name=name, redis_url=self.settings.redis_url, queues=queues, concurrency=concurrency,
+            cwd=self.cwd,
         )  # fmt: skip
         self.nodes.append(node)
         return node

@@ -140,6 +140,9 @@ class Schedule(Base):
     queue: Mapped[str | None] = mapped_column(String(100))
     priority: Mapped[int | None]
     deadline_seconds: Mapped[int | None]
+    must_start_within_seconds: Mapped[int | None]
+    must_succeed_within_seconds: Mapped[int | None]
+    alert_after_failures: Mapped[int] = mapped_column(default=1, server_default="1")
     description: Mapped[str] = mapped_column(Text, default="")
     #: The file it was last imported from (``schedules/x.toml``); None if made in the admin/API.
     source: Mapped[str | None] = mapped_column(Text)
@@ -179,7 +182,8 @@ class Alert(Base):
         Index("ix_alerts_schedule", "schedule_name", "raised_at"),
     )
 
-    #: The cause (``run_failed:<run id>``): a cause raises one alert, whoever sees it first.
+    #: The cause (``missed_deadline:<schedule>:<fire>``): a cause raises one alert, whoever
+    #: sees it first.
     id: Mapped[str] = mapped_column(String(300), primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
     schedule_name: Mapped[str | None] = mapped_column(String(200))

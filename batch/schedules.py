@@ -42,6 +42,8 @@ NAME_RULE = "use 1 to 200 letters, digits, '_', '.', ':' or '-', starting with a
 #: The ``schedules.cron`` column's size; a real cron line is far shorter.
 MAX_CRON_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 2000
+#: The longest streak of failures ``alert_after_failures`` may wait for.
+MAX_FAILURE_STREAK = 1000
 #: Names the admin's URLs use under /schedules/.
 RESERVED_NAMES = frozenset({"new", "preview"})
 #: The stored fields of a ScheduleSpec (its name aside): the API's, the forms' and the files'.
@@ -56,6 +58,9 @@ SPEC_FIELDS = (
     "queue",
     "priority",
     "deadline_seconds",
+    "must_start_within_seconds",
+    "must_succeed_within_seconds",
+    "alert_after_failures",
     "description",
 )
 #: What the audit log records: the spec fields and the file a schedule was imported from.
@@ -90,7 +95,14 @@ class ScheduleSpec(BaseModel):
     #: One of BATCH_QUEUES: validate_schedule passes them as the context's "queues".
     queue: str | None = None
     priority: int | None = Field(default=None, ge=0, le=9)
+    #: Skip a fire whose run would start later than this after its fire time.
     deadline_seconds: int | None = Field(default=None, ge=1, le=MAX_INTERVAL_SECONDS)
+    #: Alert when a fire's run has not started this long after its fire time.
+    must_start_within_seconds: int | None = Field(default=None, ge=1, le=MAX_INTERVAL_SECONDS)
+    #: Alert when a fire's run has not succeeded this long after its fire time.
+    must_succeed_within_seconds: int | None = Field(default=None, ge=1, le=MAX_INTERVAL_SECONDS)
+    #: Alert when this many runs in a row have failed (1: at each failure).
+    alert_after_failures: int = Field(default=1, ge=1, le=MAX_FAILURE_STREAK)
     description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
 
     @field_validator("cron", mode="before")

@@ -19,7 +19,8 @@ while its queue is empty (then no queue holds it, and with one message reserved 
 process, no live worker holds it unstarted either). Sending again is always safe: a partial
 is stored once per ``(run_id, chunk_index)``, and a run is claimed once.
 
-Every worker node runs a sweeper thread; a Redis lock lets one of them work at a time.
+Every worker node runs a sweeper thread; a Redis lock lets one of them work at a time. The
+same pass judges the schedules' deadlines (batch/deadlines.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from celery import Celery, bootsteps
 from redis.lock import Lock
 from sqlalchemy import func, select
 
-from batch import capacity, queries, redis_broker, runs
+from batch import capacity, deadlines, queries, redis_broker, runs
 from batch.constants import REDIS_EPOCH_KEY, SWEEP_LOCK_KEY, TASK_START_RUN
 from batch.core import Core
 from batch.db import utcnow
@@ -273,6 +274,7 @@ class Sweeper:
             core.redis, SWEEP_LOCK_KEY, timeout=max(3 * interval, 10), thread_local=False
         )
         self.stopping = threading.Event()
+        self.deadlines = deadlines.DeadlineWatch()
         self._last_problem = ""
 
     def run(self) -> None:
@@ -287,6 +289,7 @@ class Sweeper:
             if not self._hold_lock():
                 return None
             result = sweep(self.core, self.celery)
+            self.deadlines.check(self.core, utcnow())
         except SERVICE_ERRORS as exc:
             self._problem(f"recovery sweep skipped: {runs.describe_error(exc)}")
             return None

@@ -40,14 +40,15 @@ def test_a_failed_run_raises_one_alert_and_the_next_success_resolves_it(
     failing = {"n": 400, "fail_chunk": 100, "fail_while_file": str(outage)}
     failed = run_of_schedule(core, celery_app, failing)
     assert failed.status == "failed"
-    cause = f"run_failed:{failed.id}"
+    cause = "run_failed:hourly:start"  # the streak since the schedule's start
     assert stored_alerts(core) == [(cause, "run_failed", "hourly", failed.id, None)]
     with core.reading() as session:
         message = session.get_one(Alert, cause).message
     assert message.startswith("a run of hourly failed: chunk ") and "failed on purpose" in message
 
-    # Seen again (a second sweeper, a run failed twice): nothing new.
+    # Seen again (a second sweeper, a run failed twice), or the streak grows: nothing new.
     runs.fail_run(core, failed.id, "failed again")
+    assert run_of_schedule(core, celery_app, failing).status == "failed"
     with core.transaction() as session:
         assert not alerts.raise_alert(session, cause, "run_failed", "again", schedule="hourly")
     assert len(stored_alerts(core)) == 1
@@ -64,6 +65,45 @@ def test_a_failed_run_raises_one_alert_and_the_next_success_resolves_it(
     with core.reading() as session:
         assert alerts.open_alerts(session, 10) == []
         assert [a.id for a in alerts.schedule_alerts(session, "hourly", 10)] == [cause]
+
+    # The next failure starts a new streak: a new alert, named by the success before it.
+    outage.touch()
+    again = run_of_schedule(core, celery_app, failing)
+    assert stored_alerts(core)[-1] == (
+        f"run_failed:hourly:{succeeded.id}",
+        "run_failed",
+        "hourly",
+        again.id,
+        None,
+    )
+
+
+def test_alert_after_n_failures_in_a_row(
+    core: Core, celery_app: Celery, worker: Path, tmp_path: Path
+) -> None:
+    add_schedule(core, celery_app, alert_after_failures=3)
+    outage = tmp_path / "outage"
+    outage.touch()
+    failing = {"n": 400, "fail_chunk": 100, "fail_while_file": str(outage)}
+    assert run_of_schedule(core, celery_app, failing).status == "failed"
+    outage.unlink()
+    assert run_of_schedule(core, celery_app, {"n": 400}).status == "succeeded"
+    outage.touch()
+    streak = [run_of_schedule(core, celery_app, failing) for _ in range(2)]
+    assert stored_alerts(core) == []  # 1, then a success, then 2 in a row
+    third = run_of_schedule(core, celery_app, failing)
+    fourth = run_of_schedule(core, celery_app, failing)
+    assert [run.status for run in (*streak, third, fourth)] == ["failed"] * 4
+    with core.reading() as session:
+        last_success = session.scalar(
+            select(Run.id).where(Run.status == "succeeded", Run.schedule_name == "hourly")
+        )
+    cause = f"run_failed:hourly:{last_success}"
+    assert stored_alerts(core) == [(cause, "run_failed", "hourly", third.id, None)]
+    with core.reading() as session:
+        assert session.get_one(Alert, cause).message.startswith(
+            "3 runs of hourly failed in a row: chunk "
+        )
 
 
 def test_two_processes_raising_the_same_cause_at_once_make_one_alert(core: Core) -> None:

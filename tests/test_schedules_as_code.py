@@ -56,6 +56,9 @@ HOURLY = {
     "queue": None,
     "priority": None,
     "deadline_seconds": None,
+    "must_start_within_seconds": None,
+    "must_succeed_within_seconds": None,
+    "alert_after_failures": 1,
     "description": "Sales per region",
 }
 #: HOURLY as the audit log records it: without the name, with the file it came from.
@@ -151,6 +154,9 @@ def test_only_new_keeps_a_disabled_schedule_and_creates_a_missing_one(
                 "queue": (None, None),
                 "priority": (None, None),
                 "deadline_seconds": (None, None),
+                "must_start_within_seconds": (None, None),
+                "must_succeed_within_seconds": (None, None),
+                "alert_after_failures": (None, 1),
                 "description": (None, ""),
                 "source": (None, nightly_source),
             },

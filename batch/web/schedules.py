@@ -484,7 +484,11 @@ class ScheduleForm:
         """An empty form; ``job`` (if registered) else the first job is selected."""
         names = [registered.name for registered in current_core().jobs]
         chosen = job if job in names else (names[0] if names else "")
-        values = dict.fromkeys(TEXT_FIELDS, "") | {"job": chosen, "timezone": "UTC"}
+        values = dict.fromkeys(TEXT_FIELDS, "") | {
+            "job": chosen,
+            "timezone": "UTC",
+            "alert_after_failures": "1",
+        }
         return cls(values=values | {"overlap": "allow"}, enabled=True, params={}, params_job=chosen)
 
     @classmethod
@@ -520,6 +524,9 @@ class ScheduleForm:
             "queue": values["queue"] or None,
             "priority": values["priority"] or None,
             "deadline_seconds": values["deadline_seconds"] or None,
+            "must_start_within_seconds": values["must_start_within_seconds"] or None,
+            "must_succeed_within_seconds": values["must_succeed_within_seconds"] or None,
+            "alert_after_failures": values["alert_after_failures"] or 1,
             "description": self.values["description"],
         }
 

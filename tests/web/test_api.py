@@ -35,6 +35,9 @@ HOURLY_STORED = {
     "queue": None,
     "priority": None,
     "deadline_seconds": None,
+    "must_start_within_seconds": None,
+    "must_succeed_within_seconds": None,
+    "alert_after_failures": 1,
     "description": "",
 }
 ENDPOINTS = [

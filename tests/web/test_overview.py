@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from batch import alerts
 from batch.celery_app import close_celery
 from batch.core import Core
-from batch.models import Run, Schedule
+from batch.models import Schedule
 from tests.conftest import ADMIN
 from tests.test_queries import SALES, add_chunks, add_run
 from tests.web.conftest import csrf_token
@@ -130,17 +130,15 @@ def test_open_alerts_lead_the_overview_and_every_alert_is_on_its_schedules_page(
 ) -> None:
     add_schedule(core, celery_app)  # "hourly"
     finished = (("f1", "failed"), ("ok", "succeeded"), ("f2", "failed"))
-    for minute, (run_id, status) in enumerate(finished):
-        add_run(core, run_id, job=SALES, status=status, minute=minute, schedule_name="hourly")
     assert 'id="alerts"' not in client.get("/").get_data(as_text=True)  # none: no card
-    for run_id in ("f1", "ok", "f2"):  # as the runs finished, in order
+    for minute, (run_id, status) in enumerate(finished):  # each run finishes before the next
+        add_run(core, run_id, job=SALES, status=status, minute=minute, schedule_name="hourly")
         with core.transaction() as session:
-            status = session.get_one(Run, run_id).status
             alerts.run_finished(session, run_id, status, f"error of {run_id}")
     page = client.get("/").get_data(as_text=True)
-    assert re.findall(r'data-alert="([^"]+)"', page) == ["run_failed:f2"]
+    assert re.findall(r'data-alert="([^"]+)"', page) == ["run_failed:hourly:ok"]
     assert "a run of hourly failed: error of f2" in page
     detail = client.get("/schedules/hourly").get_data(as_text=True)
     shown = re.findall(r'data-alert="([^"]+)"', detail)
-    assert sorted(shown) == ["run_failed:f1", "run_failed:f2"]
+    assert sorted(shown) == ["run_failed:hourly:ok", "run_failed:hourly:start"]
     assert 'href="/runs/ok">ok</a>' in detail  # f1's alert was resolved by the run "ok"

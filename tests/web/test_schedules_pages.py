@@ -56,6 +56,9 @@ STORED = {
     "queue": None,
     "priority": None,
     "deadline_seconds": None,
+    "must_start_within_seconds": None,
+    "must_succeed_within_seconds": None,
+    "alert_after_failures": 1,
     "description": "Squares, hourly",
 }
 
@@ -299,6 +302,41 @@ def test_every_bad_field_is_shown_at_once_each_once(client: FlaskClient, core: C
     assert field_errors(response.get_data(as_text=True)) == errors
     assert all(page.count(message) == 1 for message in errors.values())
     assert count(core, Schedule) == count(core, AuditEntry) == 0
+
+
+def test_deadlines_and_the_failure_streak_are_set_in_the_form(
+    client: FlaskClient, core: Core
+) -> None:
+    bad = {
+        "must_start_within_seconds": "0",
+        "must_succeed_within_seconds": "soon",
+        "alert_after_failures": "1001",
+    }
+    response = create(client, **bad)
+    assert response.status_code == 400
+    assert field_errors(response.get_data(as_text=True)) == {
+        "must_start_within_seconds": "must be at least 1",
+        "must_succeed_within_seconds": "must be a whole number, not 'soon'",
+        "alert_after_failures": "must be at most 1000",
+    }
+    assert count(core, Schedule) == 0
+
+    good = {
+        "must_start_within_seconds": "600",
+        "must_succeed_within_seconds": "3600",
+        "alert_after_failures": "3",
+    }
+    assert create(client, **good).status_code == 302
+    assert stored(core, "hourly") == STORED | {
+        "must_start_within_seconds": 600,
+        "must_succeed_within_seconds": 3600,
+        "alert_after_failures": 3,
+    }
+    page = html.unescape(client.get("/schedules/hourly").get_data(as_text=True))
+    for shown in ("<dd>600 s</dd>", "<dd>3600 s</dd>", "<dd>3 failures in a row</dd>"):
+        assert shown in page
+    edit = client.get("/schedules/hourly/edit").get_data(as_text=True)
+    assert 'name="alert_after_failures" type="number" min="1" max="1000" step="1" value="3"' in edit
 
 
 def test_a_duplicate_name_is_a_conflict_at_the_name(
