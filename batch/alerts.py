@@ -11,18 +11,20 @@ inserts nothing. The causes:
   succeed, within the schedule's deadline (batch/deadlines.py).
 
 The next successful run of the schedule resolves its open alerts, in the transaction that
-records the success.
+records the success. Raising and resolving each record an event, in the same transaction: the
+outbox from which webhooks and e-mail are delivered (batch/alert_delivery.py).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from batch.db import insert_ignoring_duplicates, utcnow
-from batch.models import FAILED, SUCCEEDED, Alert, Run, Schedule
+from batch.models import FAILED, SUCCEEDED, Alert, AlertEvent, Run, Schedule
 
 RUN_FAILED = "run_failed"
+RAISED, RESOLVED = "raised", "resolved"
 #: A streak's cause when the schedule has never succeeded.
 NO_SUCCESS = "start"
 #: The longest error an alert's message quotes.
@@ -47,7 +49,17 @@ def raise_alert(
         "message": message,
         "raised_at": utcnow(),
     }
-    return insert_ignoring_duplicates(session, Alert, values)
+    raised = insert_ignoring_duplicates(session, Alert, values)
+    if raised:
+        _record_events(session, [cause], RAISED)
+    return raised
+
+
+def _record_events(session: Session, alert_ids: list[str], event: str) -> None:
+    # The outbox of the deliveries: committed with the alert, so no event is ever lost.
+    if alert_ids:
+        rows = [{"alert_id": alert_id, "event": event, "at": utcnow()} for alert_id in alert_ids]
+        session.execute(insert(AlertEvent), rows)
 
 
 def run_finished(session: Session, run_id: str, status: str, error: str | None) -> None:
@@ -60,11 +72,13 @@ def run_finished(session: Session, run_id: str, status: str, error: str | None) 
     if status == FAILED:
         _failure_streak(session, schedule, run_id, error)
     elif status == SUCCEEDED:
-        session.execute(
+        resolved = session.scalars(
             update(Alert)
             .where(Alert.schedule_name == schedule, Alert.resolved_at.is_(None))
             .values(resolved_at=utcnow(), resolved_by=run_id)
+            .returning(Alert.id)
         )
+        _record_events(session, sorted(resolved), RESOLVED)
 
 
 def _failure_streak(session: Session, schedule: str, run_id: str, error: str | None) -> None:

@@ -82,9 +82,11 @@ def create_celery(settings: Settings, core: Core | None = None) -> Celery:
     app.batch_core = core or Core(settings)
     app.steps["worker"].add(CapacityAnnouncer)
     import batch.tasks  # noqa: F401  (registers the shared tasks with this app)
+    from batch.alert_delivery import AlertDeliveryStep
     from batch.sweep import RecoverySweep  # imports the engine, which imports this module
 
     app.steps["worker"].add(RecoverySweep)
+    app.steps["worker"].add(AlertDeliveryStep)
 
     return app
 

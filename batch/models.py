@@ -195,6 +195,47 @@ class Alert(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(36))
 
 
+class AlertEvent(Base):
+    """An alert raised or resolved: the outbox its deliveries are made from, written in the
+    transaction that raised or resolved it (batch/alert_delivery.py)."""
+
+    __tablename__ = "alert_events"
+    __table_args__ = (
+        # The events not yet turned into deliveries, oldest first.
+        Index("ix_alert_events_new", "expanded_at", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(String(300))
+    #: ``raised`` or ``resolved``.
+    event: Mapped[str] = mapped_column(String(10))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: When its deliveries (one per configured target) were recorded.
+    expanded_at: Mapped[datetime | None]
+
+
+class AlertDelivery(Base):
+    """One event sent to one target (a webhook URL, ``mailto:<address>``), until it is taken."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        # The deliveries due, by state then time.
+        Index("ix_alert_deliveries_due", "state", "next_attempt_at"),
+    )
+
+    event_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("alert_events.id", ondelete="CASCADE"), primary_key=True
+    )
+    target: Mapped[str] = mapped_column(String(2000), primary_key=True)
+    #: ``pending``, ``delivered`` or ``failed`` (given up after BATCH_ALERT_RETRY_HOURS).
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+
+
 class AuditEntry(Base):
     """Who changed which schedule, when, and the state before and after."""
 

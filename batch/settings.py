@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from batch.constants import DEFAULT_QUEUES
 
@@ -31,6 +32,37 @@ def _default_database_url() -> str:
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def check_alert_targets(settings: Settings) -> None:
+    """Raise ValueError, naming the variable, unless the alerts' webhooks and e-mail can work."""
+    for url in settings.alert_webhooks:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"BATCH_ALERT_WEBHOOKS: not an http(s) URL: {shown_url(url)!r}")
+    if settings.alert_webhooks and not settings.alert_secret:
+        raise ValueError(
+            "BATCH_ALERT_SECRET must be set when BATCH_ALERT_WEBHOOKS is: webhooks are signed"
+        )
+    if settings.alert_emails and not (settings.smtp_host and settings.smtp_from):
+        raise ValueError(
+            "BATCH_SMTP_HOST and BATCH_SMTP_FROM must be set when BATCH_ALERT_EMAILS is"
+        )
+    for address in settings.alert_emails:
+        if "@" not in address or any(c.isspace() or c in "<>," for c in address):
+            raise ValueError(f"BATCH_ALERT_EMAILS: not an e-mail address: {address!r}")
+    if settings.alert_retry_hours < 1:
+        raise ValueError("BATCH_ALERT_RETRY_HOURS must be at least 1")
+
+
+def shown_url(url: str) -> str:
+    """A URL safe to log: its scheme, host and port; a path or query may hold a token."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}/..."
 
 
 def check_queue_names(queues: tuple[str, ...]) -> None:
@@ -118,9 +150,20 @@ class Settings:
     session_hours: int = 12
     login_attempts_per_account_per_minute: int = 10
     proxy_count: int = 0
+    alert_webhooks: tuple[str, ...] = ()
+    alert_secret: str = ""
+    alert_emails: tuple[str, ...] = ()
+    alert_retry_hours: int = 24
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = ""
+    smtp_starttls: bool = True
 
     def __post_init__(self) -> None:
         check_queue_names(self.queues)
+        check_alert_targets(self)
         if self.beat_lock_timeout_seconds < 3:
             # Beat sleeps up to 1 s between ticks and renews the lock every second of a tick.
             raise ValueError("BATCH_BEAT_LOCK_TIMEOUT_SECONDS must be at least 3")
@@ -205,4 +248,14 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
         str,
     ),
     "proxy_count": ("BATCH_PROXY_COUNT", int, str),
+    "alert_webhooks": ("BATCH_ALERT_WEBHOOKS", _split, _join),
+    "alert_secret": ("BATCH_ALERT_SECRET", str, str),
+    "alert_emails": ("BATCH_ALERT_EMAILS", _split, _join),
+    "alert_retry_hours": ("BATCH_ALERT_RETRY_HOURS", int, str),
+    "smtp_host": ("BATCH_SMTP_HOST", str, str),
+    "smtp_port": ("BATCH_SMTP_PORT", int, str),
+    "smtp_user": ("BATCH_SMTP_USER", str, str),
+    "smtp_password": ("BATCH_SMTP_PASSWORD", str, str),
+    "smtp_from": ("BATCH_SMTP_FROM", str, str),
+    "smtp_starttls": ("BATCH_SMTP_STARTTLS", _flag, lambda on: "1" if on else "0"),
 }

@@ -34,8 +34,7 @@ from typing import Any
 import kombu.exceptions
 import redis
 import sqlalchemy.exc
-from celery import Celery, bootsteps
-from redis.lock import Lock
+from celery import Celery
 from sqlalchemy import func, select
 
 from batch import capacity, deadlines, queries, redis_broker, runs
@@ -44,6 +43,7 @@ from batch.core import Core
 from batch.db import utcnow
 from batch.forks import no_fork
 from batch.models import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Run, RunChunk
+from batch.node_lock import NodeLock, NodeLoopStep
 
 log = logging.getLogger(__name__)
 
@@ -269,10 +269,7 @@ class Sweeper:
     def __init__(self, core: Core, celery: Celery) -> None:
         self.core, self.celery = core, celery
         interval = core.settings.sweep_interval_seconds
-        # Not thread-local: it is made in the worker's main thread and used in the sweep's.
-        self.lock = Lock(
-            core.redis, SWEEP_LOCK_KEY, timeout=max(3 * interval, 10), thread_local=False
-        )
+        self.lock = NodeLock(core.redis, SWEEP_LOCK_KEY, timeout=max(3 * interval, 10))
         self.stopping = threading.Event()
         self.deadlines = deadlines.DeadlineWatch()
         self._last_problem = ""
@@ -286,7 +283,7 @@ class Sweeper:
     def run_once(self) -> SweepResult | None:
         """One pass if this node holds the sweep lock; None when another node sweeps."""
         try:
-            if not self._hold_lock():
+            if not self.lock.hold():
                 return None
             result = sweep(self.core, self.celery)
             self.deadlines.check(self.core, utcnow())
@@ -299,16 +296,6 @@ class Sweeper:
         self._problem("")
         return result
 
-    def _hold_lock(self) -> bool:
-        if self.lock.local.token is not None:
-            try:
-                self.lock.reacquire()
-                return True
-            except redis.exceptions.LockError:
-                # Lost (a flush, a restart, or a pass longer than its timeout): take it anew.
-                self.lock.local.token = None
-        return bool(self.lock.acquire(blocking=False))
-
     def _problem(self, message: str) -> None:
         # One line when a service goes away and one when it is back, not one per pass.
         if message and message != self._last_problem:
@@ -319,38 +306,20 @@ class Sweeper:
 
     def release(self) -> None:
         """Let another node sweep at once."""
-        try:
-            if self.lock.owned():
-                self.lock.release()
-        except redis.RedisError:
-            pass  # gone with Redis, or expired: nothing to release
+        self.lock.release()
 
 
-class RecoverySweep(bootsteps.StartStopStep):
+class RecoverySweep(NodeLoopStep):
     """Worker bootstep: runs a Sweeper in a thread, on its own connections."""
 
-    requires = {"celery.worker.components:Pool"}
+    thread_name = "batch-sweep"
 
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.sweeper: Sweeper | None = None
-        self.thread: threading.Thread | None = None
-
-    def start(self, worker: Any) -> None:
+    def make_loop(self, worker: Any) -> Sweeper | None:
         from batch.celery_app import create_celery
 
         settings = worker.app.batch_core.settings
         if settings.sweep_interval_seconds <= 0:
-            return
+            return None
         # Its own app, core and connections: the pool's processes never share them.
         celery = create_celery(settings)
-        self.sweeper = Sweeper(celery.batch_core, celery)
-        self.thread = threading.Thread(target=self.sweeper.run, name="batch-sweep", daemon=True)
-        self.thread.start()
-
-    def stop(self, worker: Any) -> None:
-        if self.sweeper is None or self.thread is None:
-            return
-        self.sweeper.stopping.set()
-        self.thread.join(timeout=10)
-        self.sweeper.release()
+        return Sweeper(celery.batch_core, celery)

@@ -18,6 +18,8 @@ from batch.core import Core
 from batch.models import (
     FINISHED_STATES,
     Alert,
+    AlertDelivery,
+    AlertEvent,
     ApiToken,
     AuditEntry,
     Order,
@@ -73,7 +75,8 @@ def core(migrated: Settings) -> Iterator[Core]:
     """A core over an empty database (every table emptied before the test)."""
     core = Core(migrated)
     with core.transaction() as session:
-        for model in (RunChunk, Run, AuditEntry, Alert, Schedule, Order, User, ApiToken):
+        tables = (AlertDelivery, AlertEvent, Alert, RunChunk, Run, AuditEntry, Schedule)
+        for model in (*tables, Order, User, ApiToken):
             session.execute(delete(model))
     yield core
     core.dispose()
