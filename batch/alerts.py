@@ -17,6 +17,8 @@ outbox from which webhooks and e-mail are delivered (batch/alert_delivery.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
@@ -24,6 +26,7 @@ from batch.db import insert_ignoring_duplicates, utcnow
 from batch.models import FAILED, SUCCEEDED, Alert, AlertEvent, Run, Schedule
 
 RUN_FAILED = "run_failed"
+PAUSED = "paused"
 RAISED, RESOLVED = "raised", "resolved"
 #: A streak's cause when the schedule has never succeeded.
 NO_SUCCESS = "start"
@@ -72,29 +75,42 @@ def run_finished(session: Session, run_id: str, status: str, error: str | None) 
     if status == FAILED:
         _failure_streak(session, schedule, run_id, error)
     elif status == SUCCEEDED:
-        resolved = session.scalars(
+        resolve(session, Alert.schedule_name == schedule, by=run_id)
+
+
+def resolve(session: Session, *conditions: Any, by: str | None = None) -> list[str]:
+    """Resolve the open alerts that match ``conditions`` (``by``: the run whose success did);
+    their ids. Each records a ``resolved`` event."""
+    resolved = sorted(
+        session.scalars(
             update(Alert)
-            .where(Alert.schedule_name == schedule, Alert.resolved_at.is_(None))
-            .values(resolved_at=utcnow(), resolved_by=run_id)
+            .where(Alert.resolved_at.is_(None), *conditions)
+            .values(resolved_at=utcnow(), resolved_by=by)
             .returning(Alert.id)
         )
-        _record_events(session, sorted(resolved), RESOLVED)
+    )
+    _record_events(session, resolved, RESOLVED)
+    return resolved
 
 
 def _failure_streak(session: Session, schedule: str, run_id: str, error: str | None) -> None:
     # The schedule's row is locked first: two runs failing at once on PostgreSQL each count
     # the other's failure, so the streak that reaches N is seen (SQLite has one writer).
-    needed = session.scalar(
-        select(Schedule.alert_after_failures).where(Schedule.name == schedule).with_for_update()
-    )
-    needed = needed or 1  # a run of a schedule deleted since
-    last = session.execute(
-        select(Run.id, Run.status)
+    row = session.execute(
+        select(Schedule.alert_after_failures, Schedule.pause_after_failures, Schedule.enabled)
+        .where(Schedule.name == schedule)
+        .with_for_update()
+    ).one_or_none()
+    alert_after = row.alert_after_failures if row else 1  # a schedule deleted since: 1
+    pause_after = row.pause_after_failures if row and row.enabled else None
+    last = session.scalars(
+        select(Run.status)
         .where(Run.schedule_name == schedule, Run.status.in_((SUCCEEDED, FAILED)))
         .order_by(Run.created_at.desc())
-        .limit(needed)
+        .limit(max(alert_after, pause_after or 0))
     ).all()
-    if len(last) < needed or any(row.status != FAILED for row in last):
+    streak = next((i for i, status in enumerate(last) if status != FAILED), len(last))
+    if streak < alert_after and (pause_after is None or streak < pause_after):
         return
     since = session.scalar(
         select(Run.id)
@@ -103,15 +119,31 @@ def _failure_streak(session: Session, schedule: str, run_id: str, error: str | N
         .limit(1)
     )
     reason = (error or "no error recorded")[:MESSAGE_ERROR_LENGTH]
-    what = f"a run of {schedule} failed" if needed == 1 else f"{needed} runs of {schedule} failed"
-    raise_alert(
-        session,
-        f"{RUN_FAILED}:{schedule}:{since or NO_SUCCESS}",
-        RUN_FAILED,
-        f"{what} in a row: {reason}" if needed > 1 else f"{what}: {reason}",
-        schedule=schedule,
-        run_id=run_id,
-    )
+    streak_key = f"{schedule}:{since or NO_SUCCESS}"
+    if streak >= alert_after:
+        n = alert_after
+        what = f"a run of {schedule} failed" if n == 1 else f"{n} runs of {schedule} failed"
+        raise_alert(
+            session,
+            f"{RUN_FAILED}:{streak_key}",
+            RUN_FAILED,
+            f"{what} in a row: {reason}" if n > 1 else f"{what}: {reason}",
+            schedule=schedule,
+            run_id=run_id,
+        )
+    if pause_after is not None and streak >= pause_after:
+        from batch.schedules import pause_schedule  # schedules imports the engine's modules
+
+        why = f"paused after {pause_after} failed runs in a row (the last: run {run_id})"
+        if pause_schedule(session, schedule, why):
+            raise_alert(
+                session,
+                f"{PAUSED}:{streak_key}",
+                PAUSED,
+                f"{schedule} {why}; enable it to resume: {reason}",
+                schedule=schedule,
+                run_id=run_id,
+            )
 
 
 def open_alert_of(session: Session, schedule: str, kinds: tuple[str, ...]) -> str | None:

@@ -20,10 +20,13 @@ from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 from sqlalchemy.exc import DBAPIError
 
+from batch import health
+from batch.db import utcnow
 from batch.entries import REDIS_ERRORS, BatchEntry
 from batch.firing import FIRE_BATCH, Firing
 from batch.reconcile import exit_with_parent, full_reconcile_in_process, reconcile
 from batch.settings import Settings
+from batch.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ WARM_SLICE = 250
 WARM_SLICE_SECONDS = 0.1
 #: The shortest time between two extensions of the beat lock.
 LOCK_EXTEND_SECONDS = 0.25
+#: How often the active beat reports that it ticks (batch/health.py).
+HEALTH_REPORT_SECONDS = 1.0
 
 
 class BatchScheduler(RedBeatScheduler):
@@ -61,6 +66,8 @@ class BatchScheduler(RedBeatScheduler):
     #: When this beat last extended its lock, and last warmed entries up (monotonic).
     _lock_extended_at = 0.0
     _warmed_at = 0.0
+    #: When this beat last reported its tick (monotonic).
+    _reported_at = 0.0
 
     def setup_schedule(self) -> None:
         self._stopping = threading.Event()
@@ -72,6 +79,8 @@ class BatchScheduler(RedBeatScheduler):
         self._want_full_pass()
         self._full_passes: ProcessPoolExecutor | None = None
         self._broker_errors = self.app.connection_for_write().connection_errors
+        # Beat watches the workers (no worker on a queue with a fire due): they cannot.
+        self._watchdog = Watchdog(watch_beat=False)
         try:
             super().setup_schedule()
         except REDIS_ERRORS as exc:
@@ -94,11 +103,14 @@ class BatchScheduler(RedBeatScheduler):
                     next_full = time.monotonic() + settings.full_reconcile_interval_seconds
                     try:
                         log.info("reconciled RedBeat with SQL: %s", self._full_pass(settings))
+                        self._report(health.FULLY_RECONCILED)
                     finally:
                         if not self._reconcile_now.is_set():
                             self._full_pass_pending.clear()
                 else:
                     reconcile(self.app.batch_core, self.app)
+                self._report(health.RECONCILED)
+                self._watch()
             except (*REDIS_ERRORS, LockNotOwnedError, DBAPIError) as exc:
                 # An outage, not a bug: one line per pass (a flush mid-pass takes the schedule
                 # lock with it). The tick wakes this thread as soon as Redis answers again.
@@ -110,6 +122,14 @@ class BatchScheduler(RedBeatScheduler):
                 log.exception("reconcile failed; retrying in %ss", interval)
                 next_full = 0.0
             self._reconcile_now.wait(interval)
+
+    def _watch(self) -> None:
+        try:
+            self._watchdog.check(self.app.batch_core, self.app, utcnow())
+        except (*REDIS_ERRORS, DBAPIError) as exc:
+            log.warning("watchdog skipped (%s)", exc)
+        except Exception:
+            log.exception("watchdog failed")
 
     def _want_full_pass(self) -> None:
         self._full_pass_pending.set()
@@ -140,6 +160,9 @@ class BatchScheduler(RedBeatScheduler):
                 if self._full_pass_pending.is_set():
                     interval = min(interval, RESTORE_POLL_SECONDS)
                 interval = self._warm_up(interval)
+            if time.monotonic() - self._reported_at >= HEALTH_REPORT_SECONDS:
+                self._report(health.TICKED)
+                self._reported_at = time.monotonic()
         except LockNotOwnedError:
             # Redis lost our lock (a flush or restart: it lost the schedule too), or it expired
             # and another beat took it. Take it back, or wait as a standby behind that beat.
@@ -159,6 +182,9 @@ class BatchScheduler(RedBeatScheduler):
             return RETRY_SECONDS
         self._redis_answers()
         return interval
+
+    def _report(self, moment: str) -> None:
+        health.record(get_redis(self.app), moment, utcnow())
 
     def _warm_up(self, interval: float) -> float:
         """Get the entries coming due ready ahead: a batch when idle until the next fire (a

@@ -143,6 +143,9 @@ class Schedule(Base):
     must_start_within_seconds: Mapped[int | None]
     must_succeed_within_seconds: Mapped[int | None]
     alert_after_failures: Mapped[int] = mapped_column(default=1, server_default="1")
+    pause_after_failures: Mapped[int | None]
+    #: Why it paused itself (failures in a row); cleared when it is enabled again.
+    paused_reason: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, default="")
     #: The file it was last imported from (``schedules/x.toml``); None if made in the admin/API.
     source: Mapped[str | None] = mapped_column(Text)

@@ -60,6 +60,23 @@ def start_worker(
     return process
 
 
+def start_beat(env: Mapping[str, str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """Start ``celery beat`` with batch's scheduler, as the Procfile does, logging to
+    ``log_path``."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "batch.worker", "beat",
+                "--scheduler", "batch.beat:BatchScheduler", "--loglevel", "INFO",
+                "--pidfile", "",
+            ],
+            env=dict(env),
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
     """Ask a process to stop (SIGTERM), kill it if it takes longer than ``timeout``."""
     process.terminate()

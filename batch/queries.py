@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from batch import alerts, capacity
+from batch import alerts, capacity, health
 from batch.core import Core
 from batch.db import utcnow
 from batch.exceptions import NotFound, UserError
@@ -592,6 +592,8 @@ class Overview:
     queues: dict[str, int | str] | None
     workers: dict[str, dict[str, Any]] | None
     alerts: list[Alert] = field(default_factory=list)
+    #: The active beat's last report (batch/health.py); None when Redis did not answer.
+    beat: health.BeatHealth | None = None
 
 
 def overview(core: Core, celery: Celery, limit: int = 10) -> Overview:
@@ -621,6 +623,7 @@ def overview(core: Core, celery: Celery, limit: int = 10) -> Overview:
         if redis_answers
         else None,
         alerts=raised,
+        beat=_unless_down(lambda: health.read(core.redis)) if redis_answers else None,
     )
 
 

@@ -261,6 +261,9 @@ def _claim(session: Session, run_id: str, now: datetime) -> bool:
 
 
 def _skip_reason(session: Session, run_id: str, fire: Fire, now: datetime) -> str | None:
+    # Disabled (or paused) after beat sent the fire, before reconcile removed its entry.
+    if session.scalar(select(Schedule.enabled).where(Schedule.name == fire.schedule)) is False:
+        return f"skipped: schedule {fire.schedule} is disabled"
     if fire.deadline_seconds is not None:
         late = (now - fire.scheduled_for).total_seconds()
         if late > fire.deadline_seconds:

@@ -44,6 +44,8 @@ MAX_CRON_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 2000
 #: The longest streak of failures ``alert_after_failures`` may wait for.
 MAX_FAILURE_STREAK = 1000
+#: Who the audit log names for a schedule that paused itself.
+PAUSE_ACTOR = "batch"
 #: Names the admin's URLs use under /schedules/.
 RESERVED_NAMES = frozenset({"new", "preview"})
 #: The stored fields of a ScheduleSpec (its name aside): the API's, the forms' and the files'.
@@ -61,6 +63,7 @@ SPEC_FIELDS = (
     "must_start_within_seconds",
     "must_succeed_within_seconds",
     "alert_after_failures",
+    "pause_after_failures",
     "description",
 )
 #: What the audit log records: the spec fields and the file a schedule was imported from.
@@ -103,6 +106,8 @@ class ScheduleSpec(BaseModel):
     must_succeed_within_seconds: int | None = Field(default=None, ge=1, le=MAX_INTERVAL_SECONDS)
     #: Alert when this many runs in a row have failed (1: at each failure).
     alert_after_failures: int = Field(default=1, ge=1, le=MAX_FAILURE_STREAK)
+    #: Disable the schedule when this many runs in a row have failed (None: never).
+    pause_after_failures: int | None = Field(default=None, ge=1, le=MAX_FAILURE_STREAK)
     description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
 
     @field_validator("cron", mode="before")
@@ -379,6 +384,7 @@ def set_enabled_many(
             for row in changed:
                 before = snapshot(row)
                 row.enabled, row.updated_at, row.source_digest = enabled, now, None
+                row.paused_reason = None  # enabled again, or disabled by a person
                 audits.append(_audit_row(actor, action, row.name, before, snapshot(row), at=now))
             if changed:
                 session.execute(AuditEntry.__table__.insert(), audits)
@@ -400,6 +406,21 @@ def _schedules_named(session: Session, names: list[str]) -> list[Schedule]:
         more = f" and {len(missing) - LOGGED_NAMES} more" if len(missing) > LOGGED_NAMES else ""
         raise NotFound(f"schedule {shown}{more} not found")
     return [found[name] for name in names]
+
+
+def pause_schedule(session: Session, name: str, reason: str) -> bool:
+    """In the caller's transaction: disable schedule ``name`` for ``reason`` (audited as
+    ``pause`` by ``batch``); whether it was enabled. Reconcile removes its RedBeat entry
+    within BATCH_RECONCILE_INTERVAL_SECONDS, and a fire sent meanwhile is skipped."""
+    row = session.get(Schedule, name)
+    if row is None or not row.enabled:
+        return False
+    before = snapshot(row)
+    row.enabled, row.updated_at, row.source_digest = False, utcnow(), None
+    row.paused_reason = reason
+    _audit(session, PAUSE_ACTOR, "pause", name, before, snapshot(row))
+    record_changes(session, [name])
+    return True
 
 
 def remove_schedule(core: Core, celery: Celery, name: str, *, actor: str) -> None:

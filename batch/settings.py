@@ -53,6 +53,12 @@ def check_alert_targets(settings: Settings) -> None:
             raise ValueError(f"BATCH_ALERT_EMAILS: not an e-mail address: {address!r}")
     if settings.alert_retry_hours < 1:
         raise ValueError("BATCH_ALERT_RETRY_HOURS must be at least 1")
+    if settings.beat_silent_seconds < 5:
+        raise ValueError("BATCH_BEAT_SILENT_SECONDS must be at least 5 (beat reports every 1 s)")
+    if settings.no_worker_alert_seconds < 0 or settings.queue_age_alert_seconds < 0:
+        raise ValueError(
+            "BATCH_NO_WORKER_ALERT_SECONDS and BATCH_QUEUE_AGE_ALERT_SECONDS must be 0 or more"
+        )
 
 
 def shown_url(url: str) -> str:
@@ -160,6 +166,9 @@ class Settings:
     smtp_password: str = ""
     smtp_from: str = ""
     smtp_starttls: bool = True
+    beat_silent_seconds: int = 60
+    no_worker_alert_seconds: int = 60
+    queue_age_alert_seconds: int = 900
 
     def __post_init__(self) -> None:
         check_queue_names(self.queues)
@@ -258,4 +267,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "smtp_password": ("BATCH_SMTP_PASSWORD", str, str),
     "smtp_from": ("BATCH_SMTP_FROM", str, str),
     "smtp_starttls": ("BATCH_SMTP_STARTTLS", _flag, lambda on: "1" if on else "0"),
+    "beat_silent_seconds": ("BATCH_BEAT_SILENT_SECONDS", int, str),
+    "no_worker_alert_seconds": ("BATCH_NO_WORKER_ALERT_SECONDS", int, str),
+    "queue_age_alert_seconds": ("BATCH_QUEUE_AGE_ALERT_SECONDS", int, str),
 }

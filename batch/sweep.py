@@ -20,7 +20,8 @@ process, no live worker holds it unstarted either). Sending again is always safe
 is stored once per ``(run_id, chunk_index)``, and a run is claimed once.
 
 Every worker node runs a sweeper thread; a Redis lock lets one of them work at a time. The
-same pass judges the schedules' deadlines (batch/deadlines.py).
+same pass judges the schedules' deadlines (batch/deadlines.py) and watches beat, the workers
+and the queues (batch/watchdog.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from batch.db import utcnow
 from batch.forks import no_fork
 from batch.models import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Run, RunChunk
 from batch.node_lock import NodeLock, NodeLoopStep
+from batch.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +274,7 @@ class Sweeper:
         self.lock = NodeLock(core.redis, SWEEP_LOCK_KEY, timeout=max(3 * interval, 10))
         self.stopping = threading.Event()
         self.deadlines = deadlines.DeadlineWatch()
+        self.watchdog = Watchdog()
         self._last_problem = ""
 
     def run(self) -> None:
@@ -286,7 +289,9 @@ class Sweeper:
             if not self.lock.hold():
                 return None
             result = sweep(self.core, self.celery)
-            self.deadlines.check(self.core, utcnow())
+            now = utcnow()
+            self.deadlines.check(self.core, now)
+            self.watchdog.check(self.core, self.celery, now)
         except SERVICE_ERRORS as exc:
             self._problem(f"recovery sweep skipped: {runs.describe_error(exc)}")
             return None

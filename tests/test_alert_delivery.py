@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +38,8 @@ from tests.test_queries import SUMS
 
 SECRET = "a-shared-secret-for-tests"
 TOKEN_PATH = "/hooks/T0KEN-in-the-path"
+#: The default queue of the worker-node test: the suite's own worker does not read it.
+OWN_QUEUE = "alert-delivery"
 
 
 class Receiver:
@@ -80,8 +82,18 @@ def receiver() -> Iterator[Receiver]:
     server.close()
 
 
-def with_targets(core: Core, **changes: Any) -> Core:
-    return Core(dataclasses.replace(core.settings, alert_secret=SECRET, **changes))
+@pytest.fixture
+def with_targets(core: Core) -> Iterator[Callable[..., Core]]:
+    """Makes cores on the test's database with alert targets; closes them after the test."""
+    made: list[Core] = []
+
+    def make(**changes: Any) -> Core:
+        made.append(Core(dataclasses.replace(core.settings, alert_secret=SECRET, **changes)))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.dispose()
 
 
 def raise_one(core: Core, cause: str = "run_failed:hourly:start") -> None:
@@ -111,9 +123,9 @@ def free_port() -> int:
 
 
 def test_a_webhook_that_fails_is_retried_with_the_same_id_until_it_takes_it(
-    core: Core, receiver: Receiver
+    with_targets: Callable[..., Core], core: Core, receiver: Receiver
 ) -> None:
-    delivering = with_targets(core, alert_webhooks=(receiver.url,))
+    delivering = with_targets(alert_webhooks=(receiver.url,))
     receiver.statuses = [500, 503]
     raise_one(core)
     first = deliver(delivering)
@@ -143,11 +155,13 @@ def test_a_webhook_that_fails_is_retried_with_the_same_id_until_it_takes_it(
     assert not signed(headers, raw.replace(b"boom", b"fine"))
 
 
-def test_the_resolution_is_delivered_too(core: Core, receiver: Receiver, celery_app: Any) -> None:
+def test_the_resolution_is_delivered_too(
+    with_targets: Callable[..., Core], core: Core, receiver: Receiver, celery_app: Any
+) -> None:
     from tests.web.test_schedules_pages import add_schedule
 
     add_schedule(core, celery_app)
-    delivering = with_targets(core, alert_webhooks=(receiver.url,))
+    delivering = with_targets(alert_webhooks=(receiver.url,))
     raise_one(core)
     with core.reading() as session:
         schedule = session.get_one(Schedule, "hourly")
@@ -162,11 +176,11 @@ def test_the_resolution_is_delivered_too(core: Core, receiver: Receiver, celery_
 
 
 def test_a_receiver_down_past_the_retry_hours_is_given_up_and_no_token_is_logged(
-    core: Core, caplog: pytest.LogCaptureFixture
+    with_targets: Callable[..., Core], core: Core, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()  # nobody listens on it
     url = f"http://127.0.0.1:{port}{TOKEN_PATH}"
-    delivering = with_targets(core, alert_webhooks=(url,), alert_retry_hours=1)
+    delivering = with_targets(alert_webhooks=(url,), alert_retry_hours=1)
     raise_one(core)
     with caplog.at_level(logging.WARNING, logger="batch.alert_delivery"):
         assert len(deliver(delivering).retried) == 1
@@ -181,11 +195,11 @@ def test_a_receiver_down_past_the_retry_hours_is_given_up_and_no_token_is_logged
 
 
 def test_an_event_from_before_any_target_was_configured_is_not_sent_late(
-    core: Core, receiver: Receiver
+    with_targets: Callable[..., Core], core: Core, receiver: Receiver
 ) -> None:
     raise_one(core)
     later = utcnow() + timedelta(hours=25)
-    result = deliver(with_targets(core, alert_webhooks=(receiver.url,)), now=later)
+    result = deliver(with_targets(alert_webhooks=(receiver.url,)), now=later)
     assert (result.expanded, receiver.requests, deliveries(core)) == (1, [], [])
 
 
@@ -200,14 +214,14 @@ class Inbox:
         return "250 OK"
 
 
-def test_an_alert_is_mailed_through_smtp(core: Core) -> None:
+def test_an_alert_is_mailed_through_smtp(with_targets: Callable[..., Core], core: Core) -> None:
     inbox = Inbox()
     port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
         delivering = with_targets(
-            core, alert_emails=("ops@example.com",), smtp_host="127.0.0.1", smtp_port=port,
+            alert_emails=("ops@example.com",), smtp_host="127.0.0.1", smtp_port=port,
             smtp_from="batch@example.com", smtp_starttls=False,
         )  # fmt: skip
         raise_one(core)
@@ -258,12 +272,13 @@ def test_a_worker_node_delivers_a_failed_runs_alert_by_itself(
     lab = Lab.open(
         core.settings, tmp_path, environ={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
         alert_webhooks=(receiver.url,), alert_secret=SECRET,
+        queues=(OWN_QUEUE, "reports", "cleanups"),  # no other test's worker reads its first
     )  # fmt: skip
     try:
         from tests.web.test_schedules_pages import add_schedule
 
         add_schedule(lab.core, lab.celery)
-        lab.start_node("alerts")
+        lab.start_node("alerts", queues=(OWN_QUEUE,))
         with lab.core.reading() as session:
             schedule = session.get_one(Schedule, "hourly")
         run_id = runs.submit_run(

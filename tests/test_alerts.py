@@ -4,14 +4,18 @@ it, and a cause seen twice (or by two processes at once) raises one alert."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 from celery import Celery
 from sqlalchemy import select
 
-from batch import alerts, runs
+from batch import alerts, runs, schedules
+from batch.constants import TASK_START_RUN
 from batch.core import Core
-from batch.models import Alert, Run, Schedule
+from batch.entries import BatchEntry
+from batch.models import Alert, AuditEntry, Run, Schedule
+from batch.reconcile import reconcile
 from tests.conftest import wait_for_run
 from tests.test_engine import expected_sum
 from tests.test_queries import SUMS
@@ -122,3 +126,54 @@ def test_two_processes_raising_the_same_cause_at_once_make_one_alert(core: Core)
         thread.join()
     assert sorted(raised) == [False, False, False, True]
     assert [row[0] for row in stored_alerts(core)] == ["run_failed:x"]
+
+
+def test_a_schedule_pauses_itself_after_n_failures_and_a_fire_sent_meanwhile_is_skipped(
+    core: Core, celery_app: Celery, worker: Path, tmp_path: Path
+) -> None:
+    add_schedule(core, celery_app, pause_after_failures=2)
+    failing = {"n": 400, "fail_chunk": 100}
+    first = run_of_schedule(core, celery_app, failing)
+    with core.reading() as session:
+        assert session.get_one(Schedule, "hourly").enabled
+    second = run_of_schedule(core, celery_app, failing)
+    with core.reading() as session:
+        row = session.get_one(Schedule, "hourly")
+        audit = session.execute(
+            select(AuditEntry.actor, AuditEntry.action, AuditEntry.before, AuditEntry.after).where(
+                AuditEntry.action == "pause"
+            )
+        ).one()
+    why = f"paused after 2 failed runs in a row (the last: run {second.id})"
+    assert (row.enabled, row.paused_reason) == (False, why)
+    assert audit[:2] == ("batch", "pause")
+    assert (audit.before["enabled"], audit.after["enabled"]) == (True, False)
+    assert [row[:2] for row in stored_alerts(core)] == [
+        ("run_failed:hourly:start", "run_failed"),
+        ("paused:hourly:start", "paused"),
+    ]
+    with core.reading() as session:
+        assert session.get_one(Alert, "paused:hourly:start").message.startswith(
+            f"hourly {why}; enable it to resume: chunk "
+        )
+
+    # Reconcile takes it out of RedBeat; a fire beat sent before that is skipped.
+    reconcile(core, celery_app)
+    assert not core.redis.exists(BatchEntry.generate_key(celery_app, "hourly"))
+    fire_at = datetime(2026, 12, 2, 10, 5, tzinfo=UTC)
+    fire = {
+        "job": SUMS, "params": {"n": 10}, "trigger": "schedule:hourly", "schedule": "hourly",
+        "scheduled_for": fire_at.isoformat(), "overlap": "allow", "deadline_seconds": None,
+    }  # fmt: skip
+    celery_app.send_task(TASK_START_RUN, kwargs=fire, ignore_result=True)
+    skipped = wait_for_run(core, runs.scheduled_run_id("hourly", fire_at))
+    assert (skipped.status, skipped.error) == ("skipped", "skipped: schedule hourly is disabled")
+    assert first.status == "failed"
+
+    # Enabled again by a person: the reason is gone, and the next success resolves both.
+    schedules.set_enabled(core, celery_app, "hourly", True, actor="alice")
+    with core.reading() as session:
+        assert session.get_one(Schedule, "hourly").paused_reason is None
+    assert run_of_schedule(core, celery_app, {"n": 400}).status == "succeeded"
+    with core.reading() as session:
+        assert alerts.open_alerts(session, 10) == []

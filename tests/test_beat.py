@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -19,24 +17,9 @@ from batch.capacity import online_workers
 from batch.core import Core
 from batch.entries import BatchEntry
 from batch.models import Run
+from batch.processes import start_beat
 from tests.conftest import settings_env
 from tests.test_engine import expected_sum
-
-
-def start_beat(env: Mapping[str, str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """Start ``celery beat`` with our scheduler, as the Procfile does, logging to ``log_path``."""
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "batch.worker", "beat",
-                "--scheduler", "batch.beat:BatchScheduler", "--loglevel", "INFO",
-                "--pidfile", "",
-            ],
-            env=dict(env),
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
 
 
 @pytest.fixture

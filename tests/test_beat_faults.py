@@ -20,11 +20,11 @@ from batch.celery_app import close_celery, create_celery
 from batch.core import Core
 from batch.db import utcnow
 from batch.entries import delete_entry
-from batch.processes import start_worker, stop_process
+from batch.processes import start_beat, start_worker, stop_process
 from batch.redis_server import PrivateRedis, start_private_redis
 from batch.settings import Settings
 from tests.conftest import ROOT, settings_env
-from tests.test_beat import add_interval_schedule, scheduled_runs, start_beat
+from tests.test_beat import add_interval_schedule, scheduled_runs
 
 ONE_SECOND = timedelta(seconds=1)
 #: The most a standby may take to fire after the active beat is killed (issue 9).

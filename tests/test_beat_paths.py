@@ -17,8 +17,9 @@ from celery import Celery
 from batch import schedules
 from batch.core import Core
 from batch.db import utcnow
+from batch.processes import start_beat
 from tests.conftest import settings_env
-from tests.test_beat import add_interval_schedule, start_beat
+from tests.test_beat import add_interval_schedule
 from tests.test_beat_faults import assert_no_traceback, fire_times, gaps, wait_for_fires
 
 STEADY, EDITED, TOGGLED = "path-steady", "path-edited", "path-toggled"

@@ -24,10 +24,9 @@ from batch.core import Core
 from batch.deadlines import DeadlineWatch
 from batch.lab import Lab, wait_until
 from batch.models import Alert, Run, Schedule
-from batch.processes import stop_process
+from batch.processes import start_beat, stop_process
 from batch.runs import scheduled_run_id
 from tests.conftest import ROOT
-from tests.test_beat import start_beat
 
 #: When each test's schedules were last changed: fires up to then are not judged.
 SAVED = datetime(2026, 12, 1, 10, 0, 30, tzinfo=UTC)

@@ -59,6 +59,7 @@ HOURLY = {
     "must_start_within_seconds": None,
     "must_succeed_within_seconds": None,
     "alert_after_failures": 1,
+    "pause_after_failures": None,
     "description": "Sales per region",
 }
 #: HOURLY as the audit log records it: without the name, with the file it came from.
@@ -157,6 +158,7 @@ def test_only_new_keeps_a_disabled_schedule_and_creates_a_missing_one(
                 "must_start_within_seconds": (None, None),
                 "must_succeed_within_seconds": (None, None),
                 "alert_after_failures": (None, 1),
+                "pause_after_failures": (None, None),
                 "description": (None, ""),
                 "source": (None, nightly_source),
             },

@@ -309,6 +309,7 @@ def _render_detail(name: str, *, error: str | None = None) -> str:
         history_chart=_durations_chart(history),
         audit=[_audit_view(entry) for entry in trail],
         alerts=raised,
+        paused_reason=row.paused_reason,
         error=error,
     )
 
@@ -527,6 +528,7 @@ class ScheduleForm:
             "must_start_within_seconds": values["must_start_within_seconds"] or None,
             "must_succeed_within_seconds": values["must_succeed_within_seconds"] or None,
             "alert_after_failures": values["alert_after_failures"] or 1,
+            "pause_after_failures": values["pause_after_failures"] or None,
             "description": self.values["description"],
         }
 

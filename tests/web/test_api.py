@@ -38,6 +38,7 @@ HOURLY_STORED = {
     "must_start_within_seconds": None,
     "must_succeed_within_seconds": None,
     "alert_after_failures": 1,
+    "pause_after_failures": None,
     "description": "",
 }
 ENDPOINTS = [

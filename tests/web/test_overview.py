@@ -13,10 +13,12 @@ from celery import Celery
 from flask import Flask
 from flask.testing import FlaskClient
 
-from batch import alerts
+from batch import alerts, health
 from batch.celery_app import close_celery
+from batch.constants import BEAT_HEALTH_KEY
 from batch.core import Core
 from batch.models import Schedule
+from batch.times import show_utc
 from tests.conftest import ADMIN
 from tests.test_queries import SALES, add_chunks, add_run
 from tests.web.conftest import csrf_token
@@ -142,3 +144,23 @@ def test_open_alerts_lead_the_overview_and_every_alert_is_on_its_schedules_page(
     shown = re.findall(r'data-alert="([^"]+)"', detail)
     assert sorted(shown) == ["run_failed:hourly:ok", "run_failed:hourly:start"]
     assert 'href="/runs/ok">ok</a>' in detail  # f1's alert was resolved by the run "ok"
+
+
+def test_the_scheduler_card_shows_the_active_beat_and_when_it_last_ticked(
+    client: FlaskClient, core: Core
+) -> None:
+    core.redis.delete(BEAT_HEALTH_KEY)
+    card = section(client.get("/").get_data(as_text=True), "scheduler")
+    assert "none has reported" in card and "never" in card and "silent" in card
+
+    ticked = datetime.now(UTC).replace(microsecond=0)
+    health.record(core.redis, health.TICKED, ticked)
+    health.record(core.redis, health.RECONCILED, ticked - timedelta(seconds=7))
+    card = section(client.get("/").get_data(as_text=True), "scheduler")
+    assert re.search(r"data-beat-host>([^<]+)<", card).group(1) == health.beat_name()
+    assert show_utc(ticked) in card and "ticking" in card and "silent" not in card
+    assert show_utc(ticked - timedelta(seconds=7)) in card
+    assert "not yet" in card  # no full reconcile reported
+
+    health.record(core.redis, health.TICKED, ticked - timedelta(minutes=2))
+    assert "silent" in section(client.get("/").get_data(as_text=True), "scheduler")

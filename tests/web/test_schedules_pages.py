@@ -59,6 +59,7 @@ STORED = {
     "must_start_within_seconds": None,
     "must_succeed_within_seconds": None,
     "alert_after_failures": 1,
+    "pause_after_failures": None,
     "description": "Squares, hourly",
 }
 
@@ -325,15 +326,18 @@ def test_deadlines_and_the_failure_streak_are_set_in_the_form(
         "must_start_within_seconds": "600",
         "must_succeed_within_seconds": "3600",
         "alert_after_failures": "3",
+        "pause_after_failures": "5",
     }
     assert create(client, **good).status_code == 302
     assert stored(core, "hourly") == STORED | {
         "must_start_within_seconds": 600,
         "must_succeed_within_seconds": 3600,
         "alert_after_failures": 3,
+        "pause_after_failures": 5,
     }
     page = html.unescape(client.get("/schedules/hourly").get_data(as_text=True))
-    for shown in ("<dd>600 s</dd>", "<dd>3600 s</dd>", "<dd>3 failures in a row</dd>"):
+    shown_values = ("600 s", "3600 s", "3 failures in a row", "5 failures in a row")
+    for shown in (f"<dd>{value}</dd>" for value in shown_values):
         assert shown in page
     edit = client.get("/schedules/hourly/edit").get_data(as_text=True)
     assert 'name="alert_after_failures" type="number" min="1" max="1000" step="1" value="3"' in edit
@@ -892,3 +896,19 @@ def test_a_bulk_change_without_csrf_or_with_a_bad_name_changes_nothing(
     assert "schedule &#39;nope&#39; not found" in bad.get_data(as_text=True)
     assert post(client, "/schedules/", {"action": "pause", "names": ["s-001"]}).status_code == 400
     assert stored_state(core) == before
+
+
+def test_a_paused_schedule_says_why_on_its_page_until_enabled(
+    client: FlaskClient, core: Core, celery_app: Celery
+) -> None:
+    add_schedule(core, celery_app, pause_after_failures=2)
+    with core.transaction() as session:
+        assert schedules.pause_schedule(session, "hourly", "paused after 2 failed runs")
+        assert not schedules.pause_schedule(session, "hourly", "again")  # already disabled
+    page = html.unescape(client.get("/schedules/hourly").get_data(as_text=True))
+    assert 'id="paused">Paused: paused after 2 failed runs. Enable it to resume' in page
+    response = post(client, "/schedules/hourly/enable", {})
+    assert response.status_code == 302
+    assert 'id="paused"' not in client.get("/schedules/hourly").get_data(as_text=True)
+    assert audit(core) == [("seed", "create", "hourly"), ("batch", "pause", "hourly"),
+                           ("user:admin", "enable", "hourly")]  # fmt: skip
