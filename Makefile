@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser run test test-production lint format bench bench-beat bench-faults clean
+.PHONY: install browser run test test-production lint format bench bench-beat bench-faults bench-alerts clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench-beat: install  ## beat lateness, burst and CPU: batch's beat beside plain 
 
 bench-faults: install  ## every fault N times, batch against the chord alone (docs/reliability.md)
 	$(BIN)/python bench/faults.py
+
+bench-alerts: install  ## a soak of schedules on time (false alerts), then beat killed (alert latency)
+	$(BIN)/python bench/alerts.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache
