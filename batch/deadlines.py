@@ -32,7 +32,7 @@ from batch import alerts
 from batch.core import Core
 from batch.cron import CronSchedule, FireTimes, make_schedule
 from batch.exceptions import InvalidSchedule
-from batch.models import SUCCEEDED, Run, Schedule
+from batch.models import SUCCEEDED, Alert, Run, Schedule
 from batch.runs import scheduled_run_id
 from batch.times import show_utc
 
@@ -44,6 +44,14 @@ MISSED_START = "missed_start"
 MISSED_SUCCESS = "missed_success"
 KINDS = (MISSED_START, MISSED_SUCCESS)
 CAUSE = "missed_deadline"
+#: Alerts a log line names before "and N more".
+LOGGED_ALERTS = 20
+
+
+#: The schedules with an open deadline alert (``ix_alerts_open``).
+_OPEN_DEADLINE_ALERTS = select(Alert.schedule_name).where(
+    Alert.resolved_at.is_(None), Alert.kind.in_(KINDS)
+)
 
 
 class Watched(NamedTuple):
@@ -86,7 +94,7 @@ class DeadlineWatch:
     def check(self, core: Core, now: datetime) -> list[str]:
         """Judge the fires whose deadlines passed since the last check; the alerts raised."""
         with core.reading() as session:
-            watched = [Watched(*row) for row in session.execute(_WATCHED)]
+            watched = [Watched(*row) for row in session.execute(WATCHED)]
             self._forget_all_but({row.name for row in watched})
             misses: list[Miss] = []
             for row in watched:
@@ -100,11 +108,17 @@ class DeadlineWatch:
             return []
         raised = []
         with core.transaction() as session:
+            alerting = set(session.scalars(_OPEN_DEADLINE_ALERTS))
             for miss in misses:
+                if miss.schedule in alerting:
+                    continue  # one open deadline alert per schedule: its next success resolves it
                 if _raise(session, miss):
                     raised.append(_cause(miss.schedule, miss.fire))
-        for cause in raised:
-            log.warning("alert %s raised", cause)
+                alerting.add(miss.schedule)
+        if raised:
+            shown = ", ".join(raised[:LOGGED_ALERTS])
+            more = f" and {len(raised) - LOGGED_ALERTS} more" if len(raised) > LOGGED_ALERTS else ""
+            log.warning("%s deadline alert(s) raised: %s%s", len(raised), shown, more)
         return raised
 
     def _forget_all_but(self, names: set[str]) -> None:
@@ -112,7 +126,8 @@ class DeadlineWatch:
             del self._next[name]
 
 
-_WATCHED = select(
+#: The timing of every enabled schedule with a deadline: what each check reads first.
+WATCHED = select(
     Schedule.name,
     Schedule.cron,
     Schedule.timezone,
@@ -229,8 +244,6 @@ def _cause(schedule: str, fire: datetime) -> str:
 
 
 def _raise(session: Session, miss: Miss) -> bool:
-    if alerts.open_alert_of(session, miss.schedule, KINDS) is not None:
-        return False  # one open deadline alert per schedule: its next success resolves it
     verb = "start" if miss.kind == MISSED_START else "succeed"
     fire = f"the fire of {miss.schedule} at {show_utc(miss.fire)}"
     message = f"{fire} did not {verb} in time: {miss.why}"
