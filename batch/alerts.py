@@ -146,19 +146,6 @@ def _failure_streak(session: Session, schedule: str, run_id: str, error: str | N
             )
 
 
-def open_alert_of(session: Session, schedule: str, kinds: tuple[str, ...]) -> str | None:
-    """The id of an open alert of ``schedule`` of one of ``kinds``, if any."""
-    return session.scalar(
-        select(Alert.id)
-        .where(
-            Alert.schedule_name == schedule,
-            Alert.resolved_at.is_(None),
-            Alert.kind.in_(kinds),
-        )
-        .limit(1)
-    )
-
-
 def open_alerts(session: Session, limit: int) -> list[Alert]:
     """The newest ``limit`` alerts not resolved yet (``ix_alerts_open``)."""
     return list(

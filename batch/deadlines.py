@@ -32,7 +32,7 @@ from batch import alerts
 from batch.core import Core
 from batch.cron import CronSchedule, FireTimes, make_schedule
 from batch.exceptions import InvalidSchedule
-from batch.models import SUCCEEDED, Alert, Run, Schedule
+from batch.models import FAILED, SKIPPED, SUCCEEDED, Alert, Run, Schedule
 from batch.runs import scheduled_run_id
 from batch.times import show_utc
 
@@ -222,7 +222,7 @@ def _why_missed(kind: str, run: Run | None, deadline: datetime) -> str | None:
     """Why the fire's run missed the deadline of ``kind``, or None if it did not."""
     if run is None:
         return "no run was recorded for it (beat did not fire it, or no worker took it)"
-    if run.status == "skipped":
+    if run.status == SKIPPED:
         return f"its run was {run.error or 'skipped'}"
     if kind == MISSED_START:
         if run.started_at is None:
@@ -230,7 +230,7 @@ def _why_missed(kind: str, run: Run | None, deadline: datetime) -> str | None:
         if run.started_at > deadline:
             return f"its run started only at {show_utc(run.started_at)}"
         return None
-    if run.status == "failed":
+    if run.status == FAILED:
         return None  # the failure alert tells of it
     if run.status != SUCCEEDED or run.finished_at is None:
         return f"its run was still {run.status} at the deadline"

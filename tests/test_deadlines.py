@@ -257,5 +257,10 @@ def test_alerts_with_real_beat_and_workers_come_in_seconds_and_only_for_misses(
 
 def open_alert(core: Core, schedule: str) -> Alert | None:
     with core.reading() as session:
-        found = alerts.open_alert_of(session, schedule, ("missed_start", "missed_success"))
-        return session.get(Alert, found) if found else None
+        return session.scalars(
+            select(Alert).where(
+                Alert.schedule_name == schedule,
+                Alert.resolved_at.is_(None),
+                Alert.kind.in_(("missed_start", "missed_success")),
+            )
+        ).first()
