@@ -22,7 +22,6 @@ import hmac
 import json
 import logging
 import smtplib
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -38,11 +37,9 @@ from batch.alerts import RESOLVED
 from batch.constants import ALERT_DELIVERY_LOCK_KEY
 from batch.core import Core
 from batch.db import insert_ignoring_duplicates, utcnow
-from batch.forks import no_fork
 from batch.models import Alert, AlertDelivery, AlertEvent
-from batch.node_lock import NodeLock, NodeLoopStep
+from batch.node_lock import LockedLoop, NodeLoopStep
 from batch.settings import Settings, shown_url
-from batch.sweep import SERVICE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -251,35 +248,25 @@ def _shown_target(target: str) -> str:
     return target if target.startswith(MAILTO) else shown_url(target)
 
 
-class Deliverer:
+class Deliverer(LockedLoop):
     """The delivery loop of one worker node: one pass a second while it holds the lock."""
 
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.lock = NodeLock(core.redis, ALERT_DELIVERY_LOCK_KEY, timeout=LOCK_SECONDS)
-        self.stopping = threading.Event()
+    name = "alert delivery"
 
-    def run(self) -> None:
-        """Deliver until ``stopping`` is set."""
-        while not self.stopping.wait(INTERVAL_SECONDS):
-            with no_fork():
-                self.run_once()
+    def __init__(self, core: Core) -> None:
+        super().__init__(
+            core.redis, ALERT_DELIVERY_LOCK_KEY, timeout=LOCK_SECONDS, interval=INTERVAL_SECONDS
+        )
+        self.core = core
 
     def run_once(self) -> DeliveryResult | None:
         """One pass if this node holds the lock; None when another node delivers."""
-        try:
-            if not self.lock.hold():
-                return None
-            return deliver(self.core)
-        except SERVICE_ERRORS as exc:
-            log.debug("alert delivery skipped: %s", exc)
-        except Exception:
-            log.exception("alert delivery failed")
-        return None
+        result: DeliveryResult | None = super().run_once()
+        return result
 
-    def release(self) -> None:
-        """Let another node deliver at once."""
-        self.lock.release()
+    def work(self) -> DeliveryResult:
+        """Deliver what is due."""
+        return deliver(self.core)
 
 
 class AlertDeliveryStep(NodeLoopStep):

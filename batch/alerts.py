@@ -68,10 +68,14 @@ def _record_events(session: Session, alert_ids: list[str], event: str) -> None:
 def run_finished(session: Session, run_id: str, status: str, error: str | None) -> None:
     """In the transaction that finished a run of a schedule: a failure that completes a
     streak of ``alert_after_failures`` raises an alert; a success resolves the schedule's
-    open alerts. Runs of no schedule raise nothing."""
-    schedule = session.scalar(select(Run.schedule_name).where(Run.id == run_id))
-    if schedule is None:
+    open alerts. Runs of no schedule, and a backfill's runs (past fires, watched on the
+    backfill's page), raise and resolve nothing."""
+    row = session.execute(
+        select(Run.schedule_name, Run.backfill_id).where(Run.id == run_id)
+    ).one_or_none()
+    if row is None or row.schedule_name is None or row.backfill_id is not None:
         return
+    schedule = row.schedule_name
     if status == FAILED:
         _failure_streak(session, schedule, run_id, error)
     elif status == SUCCEEDED:
@@ -105,7 +109,11 @@ def _failure_streak(session: Session, schedule: str, run_id: str, error: str | N
     pause_after = row.pause_after_failures if row and row.enabled else None
     last = session.scalars(
         select(Run.status)
-        .where(Run.schedule_name == schedule, Run.status.in_((SUCCEEDED, FAILED)))
+        .where(
+            Run.schedule_name == schedule,
+            Run.status.in_((SUCCEEDED, FAILED)),
+            Run.backfill_id.is_(None),
+        )
         .order_by(Run.created_at.desc())
         .limit(max(alert_after, pause_after or 0))
     ).all()
@@ -114,7 +122,7 @@ def _failure_streak(session: Session, schedule: str, run_id: str, error: str | N
         return
     since = session.scalar(
         select(Run.id)
-        .where(Run.schedule_name == schedule, Run.status == SUCCEEDED)
+        .where(Run.schedule_name == schedule, Run.status == SUCCEEDED, Run.backfill_id.is_(None))
         .order_by(Run.created_at.desc())
         .limit(1)
     )

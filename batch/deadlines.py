@@ -6,7 +6,7 @@ fire times the schedule's timing gives, not from what beat did: a fire beat neve
 down, Redis gone) has no run, and that is a miss like a run left queued or started late.
 
 Once a deadline (and ``GRACE``, for a finish committing at that moment) has passed, its fire
-is judged once, from SQL: a cron fire's run is found by its id (``scheduled_run_id``), an
+is judged once, from SQL: a cron fire's run is found by its fire time, an
 interval schedule's fires are counted on from its newest run. Fires before the schedule's
 last change (``updated_at``: created, edited, enabled) are not judged. A run that failed is
 left to the failure alert; a skipped fire (overlap, late) missed its start.
@@ -33,7 +33,6 @@ from batch.core import Core
 from batch.cron import CronSchedule, FireTimes, make_schedule
 from batch.exceptions import InvalidSchedule
 from batch.models import FAILED, SKIPPED, SUCCEEDED, Alert, Run, Schedule
-from batch.runs import scheduled_run_id
 from batch.times import show_utc
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,11 @@ class _Fires:
         self.every = timedelta(seconds=row.interval_seconds or 0)
         newest = session.scalars(
             select(Run)
-            .where(Run.schedule_name == row.name, Run.scheduled_for.is_not(None))
+            .where(
+                Run.schedule_name == row.name,
+                Run.scheduled_for.is_not(None),
+                Run.backfill_id.is_(None),
+            )
             .order_by(Run.created_at.desc())
             .limit(1)
         ).first()
@@ -211,8 +214,10 @@ class _Fires:
     def run_of(self, fire: datetime) -> Run | None:
         if fire not in self._runs:
             if self.every is None:
-                run_id = scheduled_run_id(self.row.name, fire)
-                self._runs[fire] = self.session.get(Run, run_id)
+                # By its fire (``uq_runs_schedule_fire``): a backfill may have run it again.
+                self._runs[fire] = self.session.scalars(
+                    select(Run).where(Run.schedule_name == self.row.name, Run.scheduled_for == fire)
+                ).first()
             else:
                 self._runs[fire] = None  # a later fire than the newest run: none was made
         return self._runs[fire]

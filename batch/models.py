@@ -25,8 +25,11 @@ PENDING = "pending"
 
 #: What started a run (``Run.trigger_kind``), told by the start of its trigger text: a
 #: schedule's fire (``schedule:NAME``), a user of the admin (``user:NAME``), an API token
-#: (``api:NAME``), the command line (``cli``); anything else is "other".
-TRIGGER_PREFIXES = {"schedule": "schedule:", "user": "user:", "api": "api:", "cli": "cli"}
+#: (``api:NAME``), the command line (``cli``), a backfill (``backfill:ID by ACTOR``);
+#: anything else is "other".
+TRIGGER_PREFIXES = {
+    "schedule": "schedule:", "user": "user:", "api": "api:", "cli": "cli", "backfill": "backfill:",
+}  # fmt: skip
 TRIGGER_KINDS = (*TRIGGER_PREFIXES, "other")
 
 
@@ -63,6 +66,8 @@ class Run(Base):
         Index("ix_runs_schedule_created", "schedule_name", "created_at"),
         Index("ix_runs_job_status_created", "job", "status", "created_at"),
         Index("ix_runs_trigger_kind_created", "trigger_kind", "created_at"),
+        # A backfill's runs by status: how many it has going, and its progress.
+        Index("ix_runs_backfill_status", "backfill_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -85,6 +90,8 @@ class Run(Base):
     sent_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    #: The backfill that made it (batch/backfills.py), for a run of a past fire.
+    backfill_id: Mapped[int | None] = mapped_column(BigId)
 
 
 class RunChunk(Base):
@@ -306,3 +313,40 @@ class UserSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+#: A backfill's states: making and watching its runs, then done (or cancelled).
+BACKFILL_STATES = ("running", "done", "cancelled")
+
+
+class Backfill(Base):
+    """Runs for the past fires of a schedule in a range, made a few at a time
+    (batch/backfills.py)."""
+
+    __tablename__ = "backfills"
+    __table_args__ = (
+        Index("ix_backfills_state", "state"),
+        Index("ix_backfills_schedule_created", "schedule_name", "created_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    schedule_name: Mapped[str] = mapped_column(String(200))
+    #: The fires from ``since`` (included) to ``until`` (excluded).
+    since: Mapped[datetime]
+    until: Mapped[datetime]
+    #: Which fires get a run: ``missing``, ``failed`` or ``all``.
+    only: Mapped[str] = mapped_column(String(10))
+    #: The most of its runs queued or running at once.
+    max_running: Mapped[int]
+    state: Mapped[str] = mapped_column(String(10), default="running")
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    #: The fires in the range, and how many were looked at so far.
+    fires: Mapped[int]
+    fires_done: Mapped[int] = mapped_column(default=0)
+    #: The next fire to look at; None once every fire was.
+    next_fire: Mapped[datetime | None]
+    #: Runs made (new ones, and ones that replaced an earlier run of their fire).
+    runs_made: Mapped[int] = mapped_column(default=0)

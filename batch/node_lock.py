@@ -7,12 +7,27 @@ of Redis, a pass longer than its timeout) any node may take it anew.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Protocol
 
+import kombu.exceptions
 import redis
+import sqlalchemy.exc
 from celery import bootsteps
 from redis.lock import Lock
+
+from batch.forks import no_fork
+
+log = logging.getLogger(__name__)
+
+#: Errors that mean a service is away for now: the pass is skipped and logged in one line.
+SERVICE_ERRORS = (
+    redis.RedisError,
+    sqlalchemy.exc.OperationalError,
+    kombu.exceptions.OperationalError,
+    OSError,
+)
 
 
 class NodeLock:
@@ -39,6 +54,50 @@ class NodeLock:
                 self.lock.release()
         except redis.RedisError:
             pass
+
+
+class LockedLoop:
+    """A loop whose passes run on one node at a time: a pass every ``interval`` seconds
+    while this node holds the lock ``key``."""
+
+    #: What its log lines call it.
+    name = "loop"
+
+    def __init__(self, client: redis.Redis, key: str, *, timeout: float, interval: float) -> None:
+        self.lock = NodeLock(client, key, timeout=timeout)
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        """Pass after pass until ``stopping`` is set; the node's pool never forks mid-pass."""
+        while not self.stopping.wait(self.interval):
+            with no_fork():
+                self.run_once()
+
+    def run_once(self) -> Any:
+        """One pass if this node holds the lock, and what it returned; None when another
+        node works, a service is away or the pass failed (logged)."""
+        try:
+            if not self.lock.hold():
+                return None
+            return self.work()
+        except SERVICE_ERRORS as exc:
+            self.service_away(exc)
+        except Exception:
+            log.exception("%s failed", self.name)
+        return None
+
+    def work(self) -> Any:
+        """One pass's work."""
+        raise NotImplementedError
+
+    def service_away(self, exc: BaseException) -> None:
+        """A pass met a service that is away: logged quietly, the next pass tries again."""
+        log.debug("%s skipped: %s", self.name, exc)
+
+    def release(self) -> None:
+        """Let another node work at once."""
+        self.lock.release()
 
 
 class NodeLoop(Protocol):

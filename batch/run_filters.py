@@ -78,8 +78,8 @@ def parse_filter(args: Mapping[str, str], jobs: JobRegistry) -> RunFilter:
         "schedule": _schedule,
         "status": lambda text: _choice("status", text, RUN_STATES),
         "trigger": lambda text: _choice("trigger", text, TRIGGER_KINDS),
-        "since": lambda text: _moment("since", text, end_of_day=False),
-        "until": lambda text: _moment("until", text, end_of_day=True),
+        "since": lambda text: parse_moment("since", text, end_of_day=False),
+        "until": lambda text: parse_moment("until", text, end_of_day=True),
     }
     read: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -150,7 +150,7 @@ def _choice(name: str, text: str | None, allowed: tuple[str, ...]) -> str | None
     return text
 
 
-def _moment(name: str, text: str | None, *, end_of_day: bool) -> datetime | None:
+def parse_moment(name: str, text: str | None, *, end_of_day: bool) -> datetime | None:
     """A date (``2026-12-01``) or an ISO date and time, in UTC unless it names its zone. A
     date alone means its first moment; as an end (``until``), the end of that day."""
     if text is None:
@@ -170,7 +170,7 @@ def _moment(name: str, text: str | None, *, end_of_day: bool) -> datetime | None
 
 
 def _show_moment(moment: datetime | None, *, end_of_day: bool) -> str | None:
-    """``moment`` as ``_moment`` reads it back: a midnight as a date (as an end, the date of
+    """``moment`` as ``parse_moment`` reads it back: a midnight as a date (as an end, the date of
     the day it ends), else the UTC date and time."""
     if moment is None:
         return None

@@ -275,6 +275,7 @@ def _skip_reason(session: Session, run_id: str, fire: Fire, now: datetime) -> st
                 Run.schedule_name == fire.schedule,
                 Run.status.in_((QUEUED, RUNNING)),
                 Run.id != run_id,
+                Run.backfill_id.is_(None),  # a backfill's runs are not the schedule's live ones
             )
             .limit(1)
         )
@@ -360,11 +361,13 @@ def send_start_again(core: Core, celery: Celery, run: Run) -> bool:
 
 def _start_kwargs(session: Session, run: Run) -> dict[str, Any]:
     """``start_run``'s arguments for a run recorded in SQL; a fire's with its schedule's
-    overlap policy and deadline, so a late start is judged as beat's first one would be."""
+    overlap policy and deadline, so a late start is judged as beat's first one would be (a
+    backfill's run is no live fire: it is judged by neither)."""
     kwargs: dict[str, Any] = {
         "job": run.job, "params": run.params, "run_id": run.id, "trigger": run.trigger,
     }  # fmt: skip
-    if run.schedule_name is not None and run.scheduled_for is not None:
+    live_fire = run.scheduled_for is not None and run.backfill_id is None
+    if run.schedule_name is not None and live_fire:
         schedule = session.get(Schedule, run.schedule_name)
         kwargs |= {
             "schedule": run.schedule_name,

@@ -27,14 +27,11 @@ and the queues (batch/watchdog.py).
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import kombu.exceptions
 import redis
-import sqlalchemy.exc
 from celery import Celery
 from sqlalchemy import func, select
 
@@ -42,9 +39,8 @@ from batch import capacity, deadlines, queries, redis_broker, runs
 from batch.constants import REDIS_EPOCH_KEY, SWEEP_LOCK_KEY, TASK_START_RUN
 from batch.core import Core
 from batch.db import utcnow
-from batch.forks import no_fork
 from batch.models import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Run, RunChunk
-from batch.node_lock import NodeLock, NodeLoopStep
+from batch.node_lock import LockedLoop, NodeLoopStep
 from batch.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -53,13 +49,6 @@ log = logging.getLogger(__name__)
 MAX_RUNS_PER_PASS = 500
 #: A failed chunk may still be retried by Celery (transient errors back off up to 60 s).
 FAILED_CHUNK_GRACE = timedelta(seconds=90)
-#: Errors that mean a service is away for now: the pass is skipped and logged in one line.
-SERVICE_ERRORS = (
-    redis.RedisError,
-    sqlalchemy.exc.OperationalError,
-    kombu.exceptions.OperationalError,
-    OSError,
-)
 
 
 @dataclass
@@ -265,41 +254,37 @@ def _finish(core: Core, run: Run, result: SweepResult) -> None:
     result.finished.append(run.id)
 
 
-class Sweeper:
+class Sweeper(LockedLoop):
     """The sweep loop of one worker node: one pass every interval while it holds the lock."""
 
+    name = "recovery sweep"
+
     def __init__(self, core: Core, celery: Celery) -> None:
-        self.core, self.celery = core, celery
         interval = core.settings.sweep_interval_seconds
-        self.lock = NodeLock(core.redis, SWEEP_LOCK_KEY, timeout=max(3 * interval, 10))
-        self.stopping = threading.Event()
+        super().__init__(
+            core.redis, SWEEP_LOCK_KEY, timeout=max(3 * interval, 10), interval=interval
+        )
+        self.core, self.celery = core, celery
         self.deadlines = deadlines.DeadlineWatch()
         self.watchdog = Watchdog()
         self._last_problem = ""
 
-    def run(self) -> None:
-        """Sweep until ``stopping`` is set; the node's pool never forks mid-pass."""
-        while not self.stopping.wait(self.core.settings.sweep_interval_seconds):
-            with no_fork():
-                self.run_once()
-
     def run_once(self) -> SweepResult | None:
         """One pass if this node holds the sweep lock; None when another node sweeps."""
-        try:
-            if not self.lock.hold():
-                return None
-            result = sweep(self.core, self.celery)
-            now = utcnow()
-            self.deadlines.check(self.core, now)
-            self.watchdog.check(self.core, self.celery, now)
-        except SERVICE_ERRORS as exc:
-            self._problem(f"recovery sweep skipped: {runs.describe_error(exc)}")
-            return None
-        except Exception:
-            log.exception("recovery sweep failed")
-            return None
+        result: SweepResult | None = super().run_once()
+        return result
+
+    def work(self) -> SweepResult:
+        """Sweep, then judge the deadlines and watch beat, the workers and the queues."""
+        result = sweep(self.core, self.celery)
+        now = utcnow()
+        self.deadlines.check(self.core, now)
+        self.watchdog.check(self.core, self.celery, now)
         self._problem("")
         return result
+
+    def service_away(self, exc: BaseException) -> None:
+        self._problem(f"recovery sweep skipped: {runs.describe_error(exc)}")
 
     def _problem(self, message: str) -> None:
         # One line when a service goes away and one when it is back, not one per pass.
@@ -308,10 +293,6 @@ class Sweeper:
         elif not message and self._last_problem:
             log.info("recovery sweep running again")
         self._last_problem = message
-
-    def release(self) -> None:
-        """Let another node sweep at once."""
-        self.lock.release()
 
 
 class RecoverySweep(NodeLoopStep):

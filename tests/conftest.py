@@ -22,6 +22,7 @@ from batch.models import (
     AlertEvent,
     ApiToken,
     AuditEntry,
+    Backfill,
     Order,
     Run,
     RunChunk,
@@ -75,7 +76,7 @@ def core(migrated: Settings) -> Iterator[Core]:
     """A core over an empty database (every table emptied before the test)."""
     core = Core(migrated)
     with core.transaction() as session:
-        tables = (AlertDelivery, AlertEvent, Alert, RunChunk, Run, AuditEntry, Schedule)
+        tables = (AlertDelivery, AlertEvent, Alert, RunChunk, Run, Backfill, AuditEntry, Schedule)
         for model in (*tables, Order, User, ApiToken):
             session.execute(delete(model))
     yield core

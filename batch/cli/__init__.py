@@ -93,9 +93,9 @@ def main(click_ctx: click.Context) -> None:
 
 
 def _register_commands() -> None:
-    from batch.cli import admin, runs, schedules, users
+    from batch.cli import admin, backfills, runs, schedules, users
 
-    for module in (admin, runs, schedules, users):
+    for module in (admin, backfills, runs, schedules, users):
         for command in module.COMMANDS:
             main.add_command(command)
 
