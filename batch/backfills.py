@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -56,6 +56,7 @@ from batch.models import (
     Schedule,
 )
 from batch.node_lock import LockedLoop, NodeLoopStep
+from batch.run_filters import parse_moment
 from batch.schedules import get_schedule
 from batch.times import show_utc
 
@@ -123,6 +124,29 @@ class Plan:
     def runs(self) -> int:
         """The runs the backfill would make."""
         return self.new + self.again
+
+
+def parse_request(schedule: str, raw: Mapping[str, Any]) -> Request:
+    """A request from the API's JSON or the page's form: ``from`` and ``to`` (texts as
+    ``parse_moment`` reads them), ``only`` and ``max_running`` (optional); UserError saying
+    which field is wrong."""
+    moments = []
+    for name in ("from", "to"):
+        text = raw.get(name)
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"{name} is required: a date (2025-01-01) or an ISO time")
+        moments.append(parse_moment(name, text.strip(), end_of_day=False))
+    only = raw.get("only") or MISSING
+    max_running = raw.get("max_running") or DEFAULT_MAX_RUNNING
+    if isinstance(max_running, str) and max_running.strip().isdigit():
+        max_running = int(max_running)
+    if not isinstance(max_running, int) or isinstance(max_running, bool):
+        raise UserError(f"bad max running {max_running!r}: 1 to {MAX_RUNNING_LIMIT}")
+    if not isinstance(only, str):
+        raise UserError(f"bad only {only!r}: expected one of {', '.join(ONLY_CHOICES)}")
+    since, until = moments
+    assert since is not None and until is not None
+    return Request(schedule, since, until, only=only, max_running=max_running)
 
 
 def check_request(

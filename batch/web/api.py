@@ -12,7 +12,7 @@ from flask import Blueprint, Response, g, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
-from batch import queries, run_filters, runs, schedule_lists, schedules
+from batch import backfills, queries, run_filters, runs, schedule_lists, schedules
 from batch.exceptions import (
     Conflict,
     InvalidParams,
@@ -183,6 +183,36 @@ def delete_schedule(name: str) -> tuple[str, int]:
     """Delete a schedule from SQL and RedBeat; 204."""
     schedules.remove_schedule(current_core(), current_celery(), name, actor=g.actor)
     return "", 204
+
+
+@blueprint.post("/schedules/<name>/backfill")
+def backfill_schedule(name: str) -> tuple[Response, int, dict[str, str]]:
+    """Backfill a schedule's past fires (batch/backfills.py): 202 with its progress and where
+    to poll it; with ``"dry_run": true``, 200 with what it would do (nothing is written)."""
+    body = _json_body(allowed={"from", "to", "only", "max_running", "dry_run"})
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise BadBody("dry_run must be true or false")
+    request_ = backfills.parse_request(name, body)
+    if dry_run:
+        plan = backfills.plan_backfill(current_core(), request_)
+        return jsonify(backfills.plan_as_dict(plan)), 200, {}
+    backfill = backfills.start_backfill(current_core(), current_celery(), request_, actor=g.actor)
+    url = url_for("api.get_backfill", backfill_id=backfill.id)
+    return jsonify(backfills.progress(current_core(), backfill.id)), 202, {"Location": url}
+
+
+@blueprint.get("/backfills/<int:backfill_id>")
+def get_backfill(backfill_id: int) -> Response:
+    """A backfill: its range, state and its runs by status."""
+    return jsonify(backfills.progress(current_core(), backfill_id))
+
+
+@blueprint.post("/backfills/<int:backfill_id>/cancel")
+def cancel_backfill(backfill_id: int) -> Response:
+    """Stop a backfill making runs (those made go on); 409 once it ended."""
+    backfills.cancel_backfill(current_core(), backfill_id, actor=g.actor)
+    return jsonify(backfills.progress(current_core(), backfill_id))
 
 
 def _save(body: dict[str, Any], *, mode: Literal["create", "update"]) -> Schedule:

@@ -16,6 +16,7 @@ from batch.core import Core
 from batch.models import (
     ApiToken,
     AuditEntry,
+    Backfill,
     Run,
     RunChunk,
     Schedule,
@@ -31,7 +32,9 @@ FIELD_ERROR = re.compile(
 
 
 #: The tables a request can write: the accounts too, down to when each was last used.
-STORED = (Schedule, ScheduleChange, Run, RunChunk, AuditEntry, User, ApiToken, UserSession)
+STORED = (
+    Schedule, ScheduleChange, Run, RunChunk, Backfill, AuditEntry, User, ApiToken, UserSession,
+)  # fmt: skip
 
 
 def stored_state(core: Core) -> tuple[Any, ...]:

@@ -53,6 +53,9 @@ ENDPOINTS = [
     ("DELETE", "/api/schedules/hourly"),
     ("POST", "/api/schedules/enable"),
     ("POST", "/api/schedules/disable"),
+    ("POST", "/api/schedules/hourly/backfill"),
+    ("GET", "/api/backfills/1"),
+    ("POST", "/api/backfills/1/cancel"),
     ("GET", "/api/nope"),  # an unknown path or method is not revealed without a token
     ("DELETE", "/api/jobs"),
 ]
@@ -626,7 +629,7 @@ def test_the_runs_list_pages_newest_first_with_the_admins_filters(
         ),  # fmt: skip
         (
             "trigger=robot",
-            "unknown trigger 'robot': expected one of schedule, user, api, cli, other",
+            "unknown trigger 'robot': expected one of schedule, user, api, cli, backfill, other",
         ),  # fmt: skip
         (
             "since=%00",

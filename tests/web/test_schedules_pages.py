@@ -119,6 +119,7 @@ GETS = [
     "/schedules/hourly",
     "/schedules/hourly/edit",
     "/schedules/preview?cron=5+*+*+*+*",
+    "/schedules/hourly/backfill",
 ]
 POSTS = [
     "/schedules/new",
@@ -127,6 +128,8 @@ POSTS = [
     "/schedules/hourly/enable",
     "/schedules/hourly/disable",
     "/schedules/hourly/run",
+    "/schedules/hourly/backfill",
+    "/backfills/1/cancel",
 ]
 
 
@@ -165,7 +168,9 @@ def test_every_form_on_the_pages_carries_the_csrf_token(
     client: FlaskClient, core: Core, celery_app: Celery
 ) -> None:
     add_schedule(core, celery_app)
-    for path in ["/schedules/", "/schedules/new", "/schedules/hourly", "/schedules/hourly/edit"]:
+    paths = ["/schedules/", "/schedules/new", "/schedules/hourly", "/schedules/hourly/edit",
+             "/schedules/hourly/backfill"]  # fmt: skip
+    for path in paths:
         page = client.get(path).get_data(as_text=True)
         forms = re.findall(r"<form method=\"post\".*?</form>", page, re.S)
         assert forms, path
