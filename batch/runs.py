@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from celery import Celery, Signature, chord
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
@@ -285,7 +286,12 @@ def _skip_reason(session: Session, run_id: str, fire: Fire, now: datetime) -> st
 
 
 def _target_chunks(core: Core, queue: str) -> int:
-    processes = capacity.processes_for_queue(core.redis, queue)
+    try:
+        processes = capacity.processes_for_queue(core.redis, queue)
+    except redis.RedisError as exc:
+        # Redis away (a RabbitMQ broker still delivers): plan from the settings, not fail.
+        log.warning("worker capacity unknown, planning for the configured one: %s", exc)
+        processes = 0
     processes = processes or core.settings.worker_concurrency or 1
     return processes * core.settings.chunks_per_process
 

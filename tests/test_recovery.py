@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from batch import capacity, runs
+from batch import backfills, capacity, runs, schedules
 from batch.constants import TASK_START_RUN
 from batch.core import Core
 from batch.lab import Lab, wait_until
@@ -281,3 +281,48 @@ def test_a_killed_node_stops_counting_for_planning_within_its_ttl(lab: Lab) -> N
     run = wait_for_run(lab.core, run_id, timeout=RECOVERY_SECONDS)
     assert (run.status, run.chunk_count) == ("succeeded", lab.settings.chunks_per_process)
     assert run.result == {"sum": expected_sum(8000)}
+
+
+def start_slow_backfill(lab: Lab, fires: int = 10) -> int:
+    """A backfill of ``fires`` minutely fires of a slow job on the lab's queue, 3 at a time."""
+    data = {"name": "slow-minutely", "job": JOB, "params": {"n": 800, "seconds": 0.2},
+            "cron": "* * * * *", "queue": QUEUE}  # fmt: skip
+    spec = schedules.validate_schedule(lab.core, data)
+    schedules.save_schedule(lab.core, lab.celery, spec, actor="test", mode="create")
+    since = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    request = backfills.Request("slow-minutely", since, since + timedelta(minutes=fires),
+                                max_running=3)  # fmt: skip
+    return backfills.start_backfill(lab.core, lab.celery, request, actor="test").id
+
+
+def assert_backfill_exact(lab: Lab, backfill_id: int, fires: int, since: float) -> None:
+    """The backfill ends done within the recovery time, one exact run per fire."""
+    left = RECOVERY_SECONDS - (time.monotonic() - since)
+    wait_until(lambda: backfills.get_backfill(lab.core, backfill_id).state == "done", left)
+    with lab.core.reading() as session:
+        made = session.scalars(select(Run).where(Run.schedule_name == "slow-minutely")).all()
+    assert len(made) == len({run.scheduled_for for run in made}) == fires
+    assert {(run.status, run.error) for run in made} == {("succeeded", None)}, lab.logs()[-3000:]
+    assert {run.result["sum"] for run in made} == {expected_sum(800)}
+    assert lab.going() == 0
+
+
+def test_a_backfill_outlives_the_node_that_drove_it(lab: Lab) -> None:
+    node = lab.start_node("node-a")
+    backfill_id = start_slow_backfill(lab)
+    wait_until(lambda: backfills.progress(lab.core, backfill_id)["runs"].get("succeeded", 0) >= 2)
+    lab.kill_node(node)
+    killed = time.monotonic()
+    lab.start_node("node-b")  # it takes the driver's lock once node-a's expires
+    assert_backfill_exact(lab, backfill_id, 10, killed)
+
+
+def test_a_backfill_outlives_a_restart_of_redis(lab: Lab) -> None:
+    lab.start_node("node-a")
+    backfill_id = start_slow_backfill(lab)
+    wait_until(lambda: backfills.progress(lab.core, backfill_id)["runs"].get("succeeded", 0) >= 2)
+    lab.kill_redis()
+    killed = time.monotonic()
+    time.sleep(2)
+    lab.start_redis()
+    assert_backfill_exact(lab, backfill_id, 10, killed)
