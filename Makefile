@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser run test test-production lint format bench bench-beat bench-faults bench-alerts clean
+.PHONY: install browser run test test-production lint format bench bench-beat bench-faults bench-alerts bench-backfill clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench-faults: install  ## every fault N times, batch against the chord alone (do
 
 bench-alerts: install  ## a soak of schedules on time (false alerts), then beat killed (alert latency)
 	$(BIN)/python bench/alerts.py
+
+bench-backfill: install  ## a year of an hourly schedule backfilled: exact, no duplicates, live fires on time
+	$(BIN)/python bench/backfill.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

@@ -37,7 +37,7 @@ from batch.celery_app import close_celery
 from batch.cli import main
 from batch.constants import LOGIN_ATTEMPTS_KEY_PREFIX
 from batch.core import Core
-from batch.models import QUEUED, RUNNING, ApiToken, Run, User
+from batch.models import QUEUED, RUNNING, ApiToken, Backfill, Run, User
 from batch.web.auth import SESSION_KEY
 from tests.conftest import settings_env
 from tests.web.conftest import STORED, csrf_token, stored_state
@@ -311,6 +311,49 @@ def test_api_reads_and_cancels(
         if response.status_code < 400 and method != "GET":
             return
         check(core, before, response.status_code, f"{method} {path!r}")
+
+
+FORM = "application/x-www-form-urlencoded"
+#: A backfill as the API takes it (and the page's form, as text), each to be spoiled.
+VALID_BACKFILL = {"from": "2026-01-01T00:00", "to": "2026-01-01T06:00", "only": "missing",
+                  "max_running": 2, "dry_run": True}  # fmt: skip
+backfill_bodies = st.one_of(
+    st.builds(
+        lambda key, value: {**VALID_BACKFILL, key: value},
+        st.sampled_from([*VALID_BACKFILL, "x"]),
+        st.one_of(hostile, numbers, st.sampled_from(["all", "failed", "2026-01-01", False])),
+    ),
+    st.builds(lambda body: {**VALID_BACKFILL, **body, "dry_run": False}, st.just({})),
+    json_values,
+)
+
+
+@given(body=backfill_bodies, name=st.sampled_from(["fuzz-a", "fuzz-a", "nope"]) | text_values)
+def test_backfill_requests(
+    core: Core, worker: Path, api: FlaskClient, client: FlaskClient, body: Any, name: str
+) -> None:
+    settle(core)
+    if not api.get("/api/schedules/fuzz-a").status_code == 200:
+        created = api.post("/api/schedules", json=VALID_SCHEDULES[0])
+        assert created.status_code == 201, created.json
+    path = f"/schedules/{segment(name)}/backfill"
+    form = {key: str(value) for key, value in body.items()} if isinstance(body, dict) else {}
+    form |= {"action": "start", "csrf_token": csrf_token(client, "/schedules/new")}
+    for send in (
+        lambda: api.post(f"/api{path}", data=body_of(body), content_type="application/json"),
+        lambda: client.post(path, data=encoded(form), content_type=FORM),
+    ):
+        before = stored_state(core)
+        response = send()
+        check(core, before, response.status_code, f"backfill {name!r} {body!r}")
+        if response.status_code < 400:
+            # A started backfill: stop it, and let the runs it made end before the next example.
+            with core.reading() as session:
+                going = session.scalars(select(Backfill.id).where(Backfill.state == "running"))
+                ids = list(going)
+            for backfill_id in ids:
+                api.post(f"/api/backfills/{backfill_id}/cancel")
+            settle(core)
 
 
 # --- The admin -------------------------------------------------------------------------------
