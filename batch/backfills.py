@@ -36,7 +36,7 @@ from celery import Celery
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from batch import runs
+from batch import runs, schedules
 from batch.celery_app import message_priority
 from batch.constants import BACKFILL_LOCK_KEY, TASK_START_RUN
 from batch.core import Core
@@ -72,14 +72,20 @@ MAX_RUNNING_LIMIT = 100
 MAX_FIRES = 105_120
 #: Fires looked at per step of the driver, at most.
 SCAN_BATCH = 1_000
-#: How often the driver tops up the running backfills.
-DRIVER_INTERVAL_SECONDS = 0.25
+#: How often the driver looks for running backfills, and tops them up while any runs.
+IDLE_INTERVAL_SECONDS = 0.5
+ACTIVE_INTERVAL_SECONDS = 0.05
 #: The driver's lock outlives a stuck pass by this much before another node takes over.
 DRIVER_LOCK_SECONDS = 10.0
 #: Fires a dry run lists (the rest are counted).
 LISTED_FIRES = 20
 #: The audit log's action when a backfill is started or cancelled (object type "schedule").
 AUDIT_START, AUDIT_CANCEL = "backfill", "cancel backfill"
+#: Who starts the backfill of a schedule whose ``catch_up`` is ``each``.
+CATCH_UP_ACTOR = "catch-up"
+#: Fires this soon after a schedule was saved or enabled are not missed: its first fire
+#: comes at least an interval (1 s or more) after it.
+SAVE_MARGIN = timedelta(seconds=1)
 #: The runs of an ended fire that each choice runs again.
 _RUN_AGAIN = {
     MISSING: (SKIPPED, CANCELLED),
@@ -378,12 +384,37 @@ def advance(core: Core, celery: Celery, backfill_id: int) -> int:
     """Make and send runs of a running backfill until ``max_running`` are going or its fires
     are done (and mark it done once its last run ended); how many runs it sent."""
     sent = 0
+    if not _needs_step(core, backfill_id):
+        return 0
     while True:
         made, more = _step(core, backfill_id)
         _send(core, celery, made)
         sent += len(made)
         if not more:
             return sent
+
+
+def _needs_step(core: Core, backfill_id: int) -> bool:
+    """Whether a step would do anything: make runs (room, and fires left) or mark the
+    backfill done. Read without a write lock, so a driver looking often costs little."""
+    with core.reading() as session:
+        backfill = session.get(Backfill, backfill_id)
+        if backfill is None or backfill.state != GOING:
+            return False
+        going = _going(session, backfill_id)
+        if backfill.next_fire is None:
+            return not going
+        return going < backfill.max_running
+
+
+def _going(session: Session, backfill_id: int) -> int:
+    """How many of the backfill's runs are queued or running (``ix_runs_backfill_status``)."""
+    going = session.scalar(
+        select(func.count())
+        .select_from(Run)
+        .where(Run.backfill_id == backfill_id, Run.status.in_((QUEUED, RUNNING)))
+    )
+    return going or 0
 
 
 @dataclass(frozen=True)
@@ -403,12 +434,8 @@ def _step(core: Core, backfill_id: int) -> tuple[list[_MadeRun], bool]:
         backfill = session.get(Backfill, backfill_id, with_for_update=True)
         if backfill is None or backfill.state != GOING:
             return [], False
-        going = session.scalar(
-            select(func.count())
-            .select_from(Run)
-            .where(Run.backfill_id == backfill_id, Run.status.in_((QUEUED, RUNNING)))
-        )
-        room = backfill.max_running - (going or 0)
+        going = _going(session, backfill_id)
+        room = backfill.max_running - going
         if backfill.next_fire is None:
             if not going:
                 backfill.state, backfill.finished_at = DONE, now
@@ -544,6 +571,72 @@ def _send(core: Core, celery: Celery, made: list[_MadeRun]) -> None:
         log.warning("backfill runs left for the recovery sweep to send: %s", exc)
 
 
+def resume_and_catch_up(core: Core, celery: Celery, name: str, *, actor: str) -> Backfill | None:
+    """Enable a disabled (or paused) schedule and backfill the fires missed since it was
+    disabled (``--only missing``); the backfill, or None when no fire was missed. Raises
+    NotFound, and Conflict for a schedule that is enabled."""
+    with core.reading() as session:
+        row = get_schedule(session, name)
+        if row.enabled:
+            raise Conflict(f"schedule {name} is enabled: it missed nothing to catch up")
+        since = row.disabled_at or row.updated_at
+    enabled = schedules.set_enabled(core, celery, name, True, actor=actor)
+    if enabled.updated_at <= since:
+        return None
+    request = Request(name, since, enabled.updated_at, only=MISSING)
+    try:
+        return start_backfill(core, celery, request, actor=actor)
+    except Conflict as exc:
+        raise Conflict(f"{name} is enabled again, but its catch-up did not start: {exc}") from None
+    except UserError as exc:  # no fire while it was disabled
+        log.info("%s resumed with nothing to catch up: %s", name, exc)
+        return None
+
+
+def catch_up(core: Core, celery: Celery, fire: runs.Fire) -> Backfill | None:
+    """After a fire of a schedule whose ``catch_up`` is ``each``: when the fire before it has
+    no run (beat was down), backfill the fires missed within the schedule's catch-up window
+    (the newest ``catch_up_max``, since its last change), as actor ``catch-up``. Never raises:
+    a catch-up that cannot start is logged."""
+    try:
+        with core.reading() as session:
+            row = session.get(Schedule, fire.schedule)
+            if row is None or row.catch_up != "each":
+                return None
+            missed = _missed_fires(session, row, fire.scheduled_for)
+        if not missed:
+            return None
+        request = Request(fire.schedule, missed[0], fire.scheduled_for, only=MISSING)
+        backfill = start_backfill(core, celery, request, actor=CATCH_UP_ACTOR)
+        log.warning(
+            "%s: catching up %s missed fires from %s (backfill %s)",
+            fire.schedule, len(missed), show_utc(missed[0]), backfill.id,
+        )  # fmt: skip
+        return backfill
+    except Exception as exc:  # noqa: BLE001 - the fire's own run goes on whatever
+        log.warning("%s: no catch-up: %s", fire.schedule, runs.describe_error(exc))
+        return None
+
+
+def _missed_fires(session: Session, row: Schedule, fire: datetime) -> list[datetime]:
+    """The fires before ``fire`` that a catch-up covers, if the one just before it has no
+    run; else none."""
+    timing = make_schedule(
+        cron=row.cron, timezone=row.timezone, interval_seconds=row.interval_seconds
+    )
+    # An interval schedule's grid starts when its entry was written, just after the save:
+    # that moment is no fire of its own.
+    saved = row.updated_at + SAVE_MARGIN
+    since = max(fire - timedelta(seconds=row.catch_up_window_seconds), saved)
+    previous = timing.previous_before(fire)
+    if previous < since or _runs_by_fire(session, row.name, previous, previous + _TICK):
+        return []
+    if isinstance(timing, IntervalSchedule):
+        back = range(row.catch_up_max, 0, -1)
+        return [fire - k * timing.every for k in back if fire - k * timing.every >= since]
+    return list(fire_times(timing, since, fire))[-row.catch_up_max :]
+
+
 def running_backfills(session: Session) -> list[int]:
     """The ids of the backfills still running (``ix_backfills_state``)."""
     return list(session.scalars(select(Backfill.id).where(Backfill.state == GOING)))
@@ -559,14 +652,16 @@ class BackfillDriver(LockedLoop):
             core.redis,
             BACKFILL_LOCK_KEY,
             timeout=DRIVER_LOCK_SECONDS,
-            interval=DRIVER_INTERVAL_SECONDS,
+            interval=IDLE_INTERVAL_SECONDS,
         )
         self.core, self.celery = core, celery
 
     def work(self) -> int:
-        """Top up each running backfill; the runs sent."""
+        """Top up each running backfill; the runs sent. While any runs, the next pass comes
+        soon: a run that ended is followed by the next one within ACTIVE_INTERVAL_SECONDS."""
         with self.core.reading() as session:
             ids = running_backfills(session)
+        self.interval = ACTIVE_INTERVAL_SECONDS if ids else IDLE_INTERVAL_SECONDS
         return sum(advance(self.core, self.celery, backfill_id) for backfill_id in ids)
 
 

@@ -45,6 +45,10 @@ class FireTimes(BaseSchedule):
     def next_after(self, moment: datetime) -> datetime:
         raise NotImplementedError
 
+    def previous_before(self, moment: datetime) -> datetime:
+        """The fire time before ``moment`` (an interval's: one interval before it)."""
+        raise NotImplementedError
+
     def latest_due(self, last: datetime | None, now: datetime) -> datetime:
         raise NotImplementedError
 
@@ -98,6 +102,9 @@ class CronSchedule(FireTimes):
     def next_after(self, moment: datetime) -> datetime:
         return _cron_next(self.cron, self.timezone, self._fixed_hours, moment)
 
+    def previous_before(self, moment: datetime) -> datetime:
+        return _cron_previous(self.cron, self.timezone, moment)
+
     def latest_due(self, last: datetime | None, now: datetime) -> datetime:
         fire = _cron_previous(self.cron, self.timezone, now)
         if last is not None:
@@ -138,6 +145,9 @@ class IntervalSchedule(FireTimes):
 
     def next_after(self, moment: datetime) -> datetime:
         return moment + self.every
+
+    def previous_before(self, moment: datetime) -> datetime:
+        return moment - self.every
 
     def latest_due(self, last: datetime | None, now: datetime) -> datetime:
         if last is None:

@@ -153,6 +153,13 @@ class Schedule(Base):
     pause_after_failures: Mapped[int | None]
     #: Why it paused itself (failures in a row); cleared when it is enabled again.
     paused_reason: Mapped[str | None] = mapped_column(Text)
+    #: Since when it is disabled (paused, or by a person): where resuming catches up from.
+    disabled_at: Mapped[datetime | None]
+    #: Fires missed while beat was down: ``skip``, ``latest`` (the newest runs) or ``each``
+    #: (each one within ``catch_up_window_seconds``, the newest ``catch_up_max`` at most).
+    catch_up: Mapped[str] = mapped_column(String(10), default="latest", server_default="latest")
+    catch_up_window_seconds: Mapped[int] = mapped_column(default=86400, server_default="86400")
+    catch_up_max: Mapped[int] = mapped_column(default=10, server_default="10")
     description: Mapped[str] = mapped_column(Text, default="")
     #: The file it was last imported from (``schedules/x.toml``); None if made in the admin/API.
     source: Mapped[str | None] = mapped_column(Text)

@@ -62,6 +62,11 @@ MAX_TRACEBACK_CHARS = 8000
 _CUT_MARKER_ROOM = 64
 
 
+#: A fire sent this long after its fire time was missed (beat down or behind): a schedule
+#: whose ``catch_up`` is ``skip`` skips it.
+MISSED_AFTER_SECONDS = 60
+
+
 class MissingChunks(BatchError):
     """``finish_run`` was called while some chunks have no stored partial yet."""
 
@@ -74,6 +79,8 @@ class Fire:
     scheduled_for: datetime
     overlap: str = "allow"
     deadline_seconds: int | None = None
+    #: When its start message was sent (beat's, or the sweep's resend), when known.
+    sent_at: datetime | None = None
 
 
 def scheduled_run_id(schedule: str, scheduled_for: datetime) -> str:
@@ -262,9 +269,16 @@ def _claim(session: Session, run_id: str, now: datetime) -> bool:
 
 
 def _skip_reason(session: Session, run_id: str, fire: Fire, now: datetime) -> str | None:
+    schedule = session.execute(
+        select(Schedule.enabled, Schedule.catch_up).where(Schedule.name == fire.schedule)
+    ).one_or_none()
     # Disabled (or paused) after beat sent the fire, before reconcile removed its entry.
-    if session.scalar(select(Schedule.enabled).where(Schedule.name == fire.schedule)) is False:
+    if schedule is not None and not schedule.enabled:
         return f"skipped: schedule {fire.schedule} is disabled"
+    if schedule is not None and schedule.catch_up == "skip" and fire.sent_at is not None:
+        missed = (fire.sent_at - fire.scheduled_for).total_seconds()
+        if missed > MISSED_AFTER_SECONDS:
+            return f"skipped: missed, sent {missed:.0f}s after its fire time (catch_up = skip)"
     if fire.deadline_seconds is not None:
         late = (now - fire.scheduled_for).total_seconds()
         if late > fire.deadline_seconds:

@@ -44,6 +44,9 @@ MAX_CRON_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 2000
 #: The longest streak of failures ``alert_after_failures`` may wait for.
 MAX_FAILURE_STREAK = 1000
+#: The longest catch-up window (31 days), and the most missed fires one catch-up runs.
+MAX_CATCH_UP_WINDOW = 31 * 86400
+MAX_CATCH_UP_FIRES = 1000
 #: Who the audit log names for a schedule that paused itself.
 PAUSE_ACTOR = "batch"
 #: Names the admin's URLs use under /schedules/.
@@ -64,6 +67,9 @@ SPEC_FIELDS = (
     "must_succeed_within_seconds",
     "alert_after_failures",
     "pause_after_failures",
+    "catch_up",
+    "catch_up_window_seconds",
+    "catch_up_max",
     "description",
 )
 #: What the audit log records: the spec fields and the file a schedule was imported from.
@@ -108,6 +114,11 @@ class ScheduleSpec(BaseModel):
     alert_after_failures: int = Field(default=1, ge=1, le=MAX_FAILURE_STREAK)
     #: Disable the schedule when this many runs in a row have failed (None: never).
     pause_after_failures: int | None = Field(default=None, ge=1, le=MAX_FAILURE_STREAK)
+    #: Fires missed while beat was down: skip them, run the newest (as beat does), or each.
+    catch_up: Literal["skip", "latest", "each"] = "latest"
+    #: With ``each``: how far back, and how many of the newest missed fires at most.
+    catch_up_window_seconds: int = Field(default=86400, ge=60, le=MAX_CATCH_UP_WINDOW)
+    catch_up_max: int = Field(default=10, ge=1, le=MAX_CATCH_UP_FIRES)
     description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
 
     @field_validator("cron", mode="before")
@@ -348,6 +359,8 @@ def _store(
                 row.source_digest = None  # no longer what its file says, if it has one
                 if before is not None:
                     row.updated_at = utcnow()
+                if "enabled" in change.fields:
+                    row.disabled_at = None if row.enabled else utcnow()
                 action = "create" if before is None else "update"
                 _audit(session, actor, action, spec.name, before, snapshot(row))
                 record_changes(session, [spec.name])
@@ -385,6 +398,7 @@ def set_enabled_many(
                 before = snapshot(row)
                 row.enabled, row.updated_at, row.source_digest = enabled, now, None
                 row.paused_reason = None  # enabled again, or disabled by a person
+                row.disabled_at = None if enabled else now
                 audits.append(_audit_row(actor, action, row.name, before, snapshot(row), at=now))
             if changed:
                 session.execute(AuditEntry.__table__.insert(), audits)
@@ -417,7 +431,7 @@ def pause_schedule(session: Session, name: str, reason: str) -> bool:
         return False
     before = snapshot(row)
     row.enabled, row.updated_at, row.source_digest = False, utcnow(), None
-    row.paused_reason = reason
+    row.paused_reason, row.disabled_at = reason, row.updated_at
     _audit(session, PAUSE_ACTOR, "pause", name, before, snapshot(row))
     record_changes(session, [name])
     return True

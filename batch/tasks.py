@@ -14,8 +14,9 @@ from celery.exceptions import WorkerLostError
 from celery.worker.request import Request
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from batch import retries, runs
+from batch import backfills, retries, runs
 from batch.constants import (
+    SENT_AT_HEADER,
     TASK_FAIL_RUN,
     TASK_FINISH_RUN,
     TASK_LAUNCH_CHUNKS,
@@ -121,9 +122,10 @@ def start_run(
             scheduled_for=datetime.fromisoformat(scheduled_for),
             overlap=overlap,
             deadline_seconds=deadline_seconds,
+            sent_at=_sent_at(self),
         )
     delivery = self.request.delivery_info or {}
-    runs.start_run(
+    started = runs.start_run(
         _core(self),
         self.app,
         job=job,
@@ -134,6 +136,17 @@ def start_run(
         queue=delivery.get("routing_key") or _core(self).settings.default_queue,
         priority=delivery.get("priority"),
     )
+    if fire is not None and started is not None:
+        backfills.catch_up(_core(self), self.app, fire)
+
+
+def _sent_at(task: Task) -> datetime | None:
+    """When the message was sent, from the header beat (or the sweep) put in it."""
+    raw = task.request.get(SENT_AT_HEADER)
+    try:
+        return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
 
 
 @shared_task(

@@ -60,6 +60,9 @@ HOURLY = {
     "must_succeed_within_seconds": None,
     "alert_after_failures": 1,
     "pause_after_failures": None,
+    "catch_up": "latest",
+    "catch_up_window_seconds": 86400,
+    "catch_up_max": 10,
     "description": "Sales per region",
 }
 #: HOURLY as the audit log records it: without the name, with the file it came from.
@@ -159,6 +162,9 @@ def test_only_new_keeps_a_disabled_schedule_and_creates_a_missing_one(
                 "must_succeed_within_seconds": (None, None),
                 "alert_after_failures": (None, 1),
                 "pause_after_failures": (None, None),
+                "catch_up": (None, "latest"),
+                "catch_up_window_seconds": (None, 86400),
+                "catch_up_max": (None, 10),
                 "description": (None, ""),
                 "source": (None, nightly_source),
             },

@@ -147,7 +147,8 @@ def test_importing_many_files_writes_each_once_and_again_writes_nothing(
         "cron": "3 3 * * *", "timezone": "UTC", "interval_seconds": None, "enabled": True,
         "overlap": "allow", "queue": None, "priority": None, "deadline_seconds": None,
         "must_start_within_seconds": None, "must_succeed_within_seconds": None,
-        "alert_after_failures": 1, "pause_after_failures": None, "description": "",
+        "alert_after_failures": 1, "pause_after_failures": None, "catch_up": "latest",
+        "catch_up_window_seconds": 86400, "catch_up_max": 10, "description": "",
     }  # fmt: skip
     assert rows["s-00004"].source == (folder / "s-00004.toml").as_posix()
     assert [(a.actor, a.action, a.object_name, a.before) for a in audit] == [

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from batch import schedule_lists, schedules
+from batch import backfills, schedule_lists, schedules
 from batch.cli import Context, cli_actor, fail, pass_context
 
 DEFAULT_SCHEDULES_DIR = Path("schedules")
@@ -130,10 +130,26 @@ def schedules_diff(ctx: Context, path: Path) -> None:
 @click.argument("names", nargs=-1)
 @filter_options
 @click.option("--yes", is_flag=True, help="Do not ask before changing what the filters match.")
+@click.option(
+    "--catch-up",
+    is_flag=True,
+    help="Also run the fires each one missed while disabled (a backfill; NAMES only).",
+)
 @pass_context
-def schedules_enable(ctx: Context, names: tuple[str, ...], **options: Any) -> None:
-    """Enable the schedules NAMES, or every one the filters match."""
-    _set_enabled(ctx, names, True, **options)
+def schedules_enable(ctx: Context, names: tuple[str, ...], catch_up: bool, **options: Any) -> None:
+    """Enable the schedules NAMES, or every one the filters match. The fires missed while a
+    schedule was disabled are skipped, unless --catch-up."""
+    if not catch_up:
+        _set_enabled(ctx, names, True, **options)
+        return
+    if not names or schedule_lists.ScheduleFilter(
+        **{k: v for k, v in options.items() if k != "yes"}
+    ):
+        fail("--catch-up takes schedule NAMES, not filters")
+    for name in dict.fromkeys(names):
+        backfill = backfills.resume_and_catch_up(ctx.core, ctx.celery, name, actor=cli_actor())
+        missed = f": backfill {backfill.id} runs what it missed" if backfill else ", nothing missed"
+        click.echo(f"enabled {name}{missed}")
 
 
 @schedules_group.command("disable")

@@ -47,6 +47,25 @@ def schedule_backfills(name: str) -> ResponseReturnValue:
     return _render(name, form, plan=plan)
 
 
+@blueprint.post("/schedules/<name>/resume")
+def resume(name: str) -> ResponseReturnValue:
+    """Enable a disabled schedule and backfill the fires it missed meanwhile."""
+    try:
+        backfill = backfills.resume_and_catch_up(
+            current_core(), current_celery(), name, actor=g.actor
+        )
+    except NotFound:
+        abort(404)
+    except Conflict as exc:
+        flash(str(exc))
+        return redirect(url_for("schedules.detail", name=name))
+    if backfill is None:
+        flash(f"Schedule {name} enabled: it missed no fire.")
+        return redirect(url_for("schedules.detail", name=name))
+    flash(f"Schedule {name} enabled; backfill {backfill.id} runs what it missed meanwhile.")
+    return redirect(url_for(".schedule_backfills", name=name))
+
+
 @blueprint.post("/backfills/<int:backfill_id>/cancel")
 def cancel(backfill_id: int) -> ResponseReturnValue:
     """Stop a backfill making runs; back to its schedule's backfill page."""

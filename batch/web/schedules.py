@@ -489,6 +489,9 @@ class ScheduleForm:
             "job": chosen,
             "timezone": "UTC",
             "alert_after_failures": "1",
+            "catch_up": "latest",
+            "catch_up_window_seconds": "86400",
+            "catch_up_max": "10",
         }
         return cls(values=values | {"overlap": "allow"}, enabled=True, params={}, params_job=chosen)
 
@@ -529,6 +532,9 @@ class ScheduleForm:
             "must_succeed_within_seconds": values["must_succeed_within_seconds"] or None,
             "alert_after_failures": values["alert_after_failures"] or 1,
             "pause_after_failures": values["pause_after_failures"] or None,
+            "catch_up": values["catch_up"] or "latest",
+            "catch_up_window_seconds": values["catch_up_window_seconds"] or 86400,
+            "catch_up_max": values["catch_up_max"] or 10,
             "description": self.values["description"],
         }
 

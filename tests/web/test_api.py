@@ -39,6 +39,9 @@ HOURLY_STORED = {
     "must_succeed_within_seconds": None,
     "alert_after_failures": 1,
     "pause_after_failures": None,
+    "catch_up": "latest",
+    "catch_up_window_seconds": 86400,
+    "catch_up_max": 10,
     "description": "",
 }
 ENDPOINTS = [

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 
 import pytest
 from celery import Celery
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from batch import backfills, demo
+from batch import backfills, demo, schedules
 from batch.core import Core
-from batch.models import Backfill, Run
+from batch.lab import wait_until
+from batch.models import Backfill, Run, Schedule
 from tests.test_backfills import END, HOUR, add_schedule, assert_exact, schedule_runs, wait_done
+from tests.test_catch_up import MINUTE, add, minute_ago, runs_of
+from tests.test_cli import cli
 from tests.web.conftest import csrf_token, stored_state
 
 SPAN = {"from": "2026-11-19T18:00", "to": "2026-11-20"}
@@ -182,3 +186,43 @@ def test_cancel_from_the_page_stops_the_backfill(
     assert backfills.get_backfill(core, backfill_id).state == "cancelled"
     status, page = form_post(client, f"/backfills/{backfill_id}/cancel", {})
     assert f"backfill {backfill_id} is cancelled" in page
+
+
+# --- Resume with catch-up ------------------------------------------------------------------
+
+
+def test_enable_and_catch_up_from_the_page_and_the_cli(
+    core: Core, celery_app: Celery, worker, client: FlaskClient
+) -> None:
+    now = minute_ago(0)
+    for name in ("from-page", "from-cli"):
+        add(core, celery_app, name)
+        schedules.set_enabled(core, celery_app, name, False, actor="test")
+        with core.transaction() as session:
+            session.execute(
+                update(Schedule)
+                .where(Schedule.name == name)
+                .values(disabled_at=now - 2 * MINUTE - timedelta(seconds=30))
+            )
+    token = csrf_token(client, "/schedules/from-page")
+    response = client.post("/schedules/from-page/resume", data={"csrf_token": token})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/schedules/from-page/backfill"
+
+    code, out, err = cli(core, "schedules", "enable", "--catch-up", "from-cli")
+    assert code == 0, err
+    assert out.startswith("enabled from-cli: backfill ") and "runs what it missed" in out
+    code, _, err = cli(core, "schedules", "enable", "--catch-up", "--job", "tests.sum_squares")
+    assert code == 2 and "--catch-up takes schedule NAMES, not filters" in err
+
+    for name in ("from-page", "from-cli"):
+        wait_until(lambda name=name: _done(core, name), timeout=60)
+        fires = [run.scheduled_for for run in runs_of(core, name)]
+        assert fires[:2] == [now - 2 * MINUTE, now - MINUTE]
+        assert len(fires) == len(set(fires))
+
+
+def _done(core: Core, name: str) -> bool:
+    with core.reading() as session:
+        states = session.scalars(select(Backfill.state).where(Backfill.schedule_name == name))
+        return list(states) == ["done"]

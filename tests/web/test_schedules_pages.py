@@ -60,6 +60,9 @@ STORED = {
     "must_succeed_within_seconds": None,
     "alert_after_failures": 1,
     "pause_after_failures": None,
+    "catch_up": "latest",
+    "catch_up_window_seconds": 86400,
+    "catch_up_max": 10,
     "description": "Squares, hourly",
 }
 
@@ -310,13 +313,16 @@ def test_every_bad_field_is_shown_at_once_each_once(client: FlaskClient, core: C
     assert count(core, Schedule) == count(core, AuditEntry) == 0
 
 
-def test_deadlines_and_the_failure_streak_are_set_in_the_form(
+def test_deadlines_the_failure_streak_and_catch_up_are_set_in_the_form(
     client: FlaskClient, core: Core
 ) -> None:
     bad = {
         "must_start_within_seconds": "0",
         "must_succeed_within_seconds": "soon",
         "alert_after_failures": "1001",
+        "catch_up": "some",
+        "catch_up_window_seconds": "59",
+        "catch_up_max": "1001",
     }
     response = create(client, **bad)
     assert response.status_code == 400
@@ -324,6 +330,9 @@ def test_deadlines_and_the_failure_streak_are_set_in_the_form(
         "must_start_within_seconds": "must be at least 1",
         "must_succeed_within_seconds": "must be a whole number, not 'soon'",
         "alert_after_failures": "must be at most 1000",
+        "catch_up": "must be 'skip', 'latest' or 'each', not 'some'",
+        "catch_up_window_seconds": "must be at least 60",
+        "catch_up_max": "must be at most 1000",
     }
     assert count(core, Schedule) == 0
 
@@ -332,6 +341,9 @@ def test_deadlines_and_the_failure_streak_are_set_in_the_form(
         "must_succeed_within_seconds": "3600",
         "alert_after_failures": "3",
         "pause_after_failures": "5",
+        "catch_up": "each",
+        "catch_up_window_seconds": "7200",
+        "catch_up_max": "4",
     }
     assert create(client, **good).status_code == 302
     assert stored(core, "hourly") == STORED | {
@@ -339,9 +351,13 @@ def test_deadlines_and_the_failure_streak_are_set_in_the_form(
         "must_succeed_within_seconds": 3600,
         "alert_after_failures": 3,
         "pause_after_failures": 5,
+        "catch_up": "each",
+        "catch_up_window_seconds": 7200,
+        "catch_up_max": 4,
     }
     page = html.unescape(client.get("/schedules/hourly").get_data(as_text=True))
-    shown_values = ("600 s", "3600 s", "3 failures in a row", "5 failures in a row")
+    shown_values = ("600 s", "3600 s", "3 failures in a row", "5 failures in a row",
+                    "each runs, within 7200 s, at most 4")  # fmt: skip
     for shown in (f"<dd>{value}</dd>" for value in shown_values):
         assert shown in page
     edit = client.get("/schedules/hourly/edit").get_data(as_text=True)
@@ -911,7 +927,10 @@ def test_a_paused_schedule_says_why_on_its_page_until_enabled(
         assert schedules.pause_schedule(session, "hourly", "paused after 2 failed runs")
         assert not schedules.pause_schedule(session, "hourly", "again")  # already disabled
     page = html.unescape(client.get("/schedules/hourly").get_data(as_text=True))
-    assert 'id="paused">Paused: paused after 2 failed runs. Enable it to resume' in page
+    assert 'id="paused">Paused: paused after 2 failed runs. <strong>Enable</strong> resumes' in page
+    assert 'id="resume-catch-up">Enable and catch up</button>' in page
+    with core.reading() as session:
+        assert session.get(Schedule, "hourly").disabled_at is not None
     response = post(client, "/schedules/hourly/enable", {})
     assert response.status_code == 302
     assert 'id="paused"' not in client.get("/schedules/hourly").get_data(as_text=True)
