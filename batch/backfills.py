@@ -16,9 +16,9 @@ new run has an id of its own, so a late message of the old run finds nothing to 
 
 A backfill keeps at most ``max_running`` of its runs queued or running; its messages are sent
 with the least priority, so the scheduler's live fires go first. Its driver
-(``BackfillDriver``) runs on the worker nodes, one node at a time, and tops each backfill up
-a few times a second; the command, the page or the API call that starts a backfill sends
-its first runs. Runs of a backfill count in no failure streak, overlap or deadline: they are
+(batch/backfill_driver.py) runs on the worker nodes, one node at a time, and tops each
+backfill up (``advance``); the command, the page or the API call that starts a backfill
+sends its first runs. Runs of a backfill count in no failure streak, overlap or deadline: they are
 not the schedule's live fires.
 """
 
@@ -36,9 +36,9 @@ from celery import Celery
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from batch import runs, schedules
+from batch import runs
 from batch.celery_app import message_priority
-from batch.constants import BACKFILL_LOCK_KEY, TASK_START_RUN
+from batch.constants import TASK_START_RUN
 from batch.core import Core
 from batch.cron import FireTimes, IntervalSchedule, make_schedule
 from batch.db import insert_ignoring_duplicates, utcnow
@@ -55,7 +55,6 @@ from batch.models import (
     Run,
     Schedule,
 )
-from batch.node_lock import LockedLoop, NodeLoopStep
 from batch.run_filters import parse_moment
 from batch.schedules import get_schedule
 from batch.times import show_utc
@@ -72,20 +71,10 @@ MAX_RUNNING_LIMIT = 100
 MAX_FIRES = 105_120
 #: Fires looked at per step of the driver, at most.
 SCAN_BATCH = 1_000
-#: How often the driver looks for running backfills, and tops them up while any runs.
-IDLE_INTERVAL_SECONDS = 0.5
-ACTIVE_INTERVAL_SECONDS = 0.05
-#: The driver's lock outlives a stuck pass by this much before another node takes over.
-DRIVER_LOCK_SECONDS = 10.0
 #: Fires a dry run lists (the rest are counted).
 LISTED_FIRES = 20
 #: The audit log's action when a backfill is started or cancelled (object type "schedule").
 AUDIT_START, AUDIT_CANCEL = "backfill", "cancel backfill"
-#: Who starts the backfill of a schedule whose ``catch_up`` is ``each``.
-CATCH_UP_ACTOR = "catch-up"
-#: Fires this soon after a schedule was saved or enabled are not missed: its first fire
-#: comes at least an interval (1 s or more) after it.
-SAVE_MARGIN = timedelta(seconds=1)
 #: The runs of an ended fire that each choice runs again.
 _RUN_AGAIN = {
     MISSING: (SKIPPED, CANCELLED),
@@ -96,7 +85,7 @@ _RUN_AGAIN = {
 
 @dataclass(frozen=True)
 class Request:
-    """What a backfill is asked to do, checked."""
+    """What a backfill is asked to do (``check_request`` says what is wrong with it)."""
 
     schedule: str
     since: datetime
@@ -211,10 +200,10 @@ def plan_backfill(core: Core, request: Request) -> Plan:
     with core.reading() as session:
         schedule, timing = check_request(core, session, request, now)
         plan = Plan(request, fires=count_fires(timing, request.since, request.until))
-        runs_by_fire = _runs_by_fire(session, schedule.name, request.since, request.until)
+        existing_runs = runs_by_fire(session, schedule.name, request.since, request.until)
         job = core.jobs.get(schedule.job)
         for fire in fire_times(timing, request.since, request.until):
-            existing = runs_by_fire.get(fire)
+            existing = existing_runs.get(fire)
             action = _action(existing, request.only)
             if action is None:
                 plan.left += 1
@@ -472,7 +461,7 @@ def _make_runs(
     if not fires:  # the schedule's timing changed: no fire is left in the range
         backfill.next_fire = None
         return []
-    runs_by_fire = _runs_by_fire(session, schedule.name, fires[0], fires[-1] + _TICK)
+    existing_runs = runs_by_fire(session, schedule.name, fires[0], fires[-1] + TICK)
     job = core.jobs.get(schedule.job)
     trigger = f"backfill:{backfill.id} by {backfill.actor}"[: Run.trigger.type.length]
     queue = schedule.queue or job.queue
@@ -482,7 +471,7 @@ def _make_runs(
         if len(made) == room:
             break
         looked += 1
-        existing = runs_by_fire.get(fire)
+        existing = existing_runs.get(fire)
         action = _action(existing, backfill.only)
         if action is None:
             continue
@@ -514,17 +503,18 @@ def _make_runs(
 
 
 #: The smallest step of time a fire time has (SQL keeps microseconds).
-_TICK = timedelta(microseconds=1)
+TICK = timedelta(microseconds=1)
 
 
 def _again_run_id(schedule: str, fire: datetime, backfill_id: int) -> str:
     return str(uuid.uuid5(runs.RUN_ID_NAMESPACE, f"{schedule}@{fire.isoformat()}#{backfill_id}"))
 
 
-def _runs_by_fire(
+def runs_by_fire(
     session: Session, schedule: str, since: datetime, until: datetime
 ) -> dict[datetime, tuple[str, str]]:
-    """The runs of ``schedule``'s fires in the range: fire time -> (run id, status)."""
+    """The runs of ``schedule``'s fires from ``since`` to ``until`` (excluded): fire time ->
+    (run id, status), on ``uq_runs_schedule_fire``."""
     rows = session.execute(
         select(Run.scheduled_for, Run.id, Run.status).where(
             Run.schedule_name == schedule,
@@ -569,110 +559,3 @@ def _send(core: Core, celery: Celery, made: list[_MadeRun]) -> None:
             )  # fmt: skip
     except Exception as exc:
         log.warning("backfill runs left for the recovery sweep to send: %s", exc)
-
-
-def resume_and_catch_up(core: Core, celery: Celery, name: str, *, actor: str) -> Backfill | None:
-    """Enable a disabled (or paused) schedule and backfill the fires missed since it was
-    disabled (``--only missing``); the backfill, or None when no fire was missed. Raises
-    NotFound, and Conflict for a schedule that is enabled."""
-    with core.reading() as session:
-        row = get_schedule(session, name)
-        if row.enabled:
-            raise Conflict(f"schedule {name} is enabled: it missed nothing to catch up")
-        since = row.disabled_at or row.updated_at
-    enabled = schedules.set_enabled(core, celery, name, True, actor=actor)
-    if enabled.updated_at <= since:
-        return None
-    request = Request(name, since, enabled.updated_at, only=MISSING)
-    try:
-        return start_backfill(core, celery, request, actor=actor)
-    except Conflict as exc:
-        raise Conflict(f"{name} is enabled again, but its catch-up did not start: {exc}") from None
-    except UserError as exc:  # no fire while it was disabled
-        log.info("%s resumed with nothing to catch up: %s", name, exc)
-        return None
-
-
-def catch_up(core: Core, celery: Celery, fire: runs.Fire) -> Backfill | None:
-    """After a fire of a schedule whose ``catch_up`` is ``each``: when the fire before it has
-    no run (beat was down), backfill the fires missed within the schedule's catch-up window
-    (the newest ``catch_up_max``, since its last change), as actor ``catch-up``. Never raises:
-    a catch-up that cannot start is logged."""
-    try:
-        with core.reading() as session:
-            row = session.get(Schedule, fire.schedule)
-            if row is None or row.catch_up != "each":
-                return None
-            missed = _missed_fires(session, row, fire.scheduled_for)
-        if not missed:
-            return None
-        request = Request(fire.schedule, missed[0], fire.scheduled_for, only=MISSING)
-        backfill = start_backfill(core, celery, request, actor=CATCH_UP_ACTOR)
-        log.warning(
-            "%s: catching up %s missed fires from %s (backfill %s)",
-            fire.schedule, len(missed), show_utc(missed[0]), backfill.id,
-        )  # fmt: skip
-        return backfill
-    except Exception as exc:  # noqa: BLE001 - the fire's own run goes on whatever
-        log.warning("%s: no catch-up: %s", fire.schedule, runs.describe_error(exc))
-        return None
-
-
-def _missed_fires(session: Session, row: Schedule, fire: datetime) -> list[datetime]:
-    """The fires before ``fire`` that a catch-up covers, if the one just before it has no
-    run; else none."""
-    timing = make_schedule(
-        cron=row.cron, timezone=row.timezone, interval_seconds=row.interval_seconds
-    )
-    # An interval schedule's grid starts when its entry was written, just after the save:
-    # that moment is no fire of its own.
-    saved = row.updated_at + SAVE_MARGIN
-    since = max(fire - timedelta(seconds=row.catch_up_window_seconds), saved)
-    previous = timing.previous_before(fire)
-    if previous < since or _runs_by_fire(session, row.name, previous, previous + _TICK):
-        return []
-    if isinstance(timing, IntervalSchedule):
-        back = range(row.catch_up_max, 0, -1)
-        return [fire - k * timing.every for k in back if fire - k * timing.every >= since]
-    return list(fire_times(timing, since, fire))[-row.catch_up_max :]
-
-
-def running_backfills(session: Session) -> list[int]:
-    """The ids of the backfills still running (``ix_backfills_state``)."""
-    return list(session.scalars(select(Backfill.id).where(Backfill.state == GOING)))
-
-
-class BackfillDriver(LockedLoop):
-    """Tops up every running backfill a few times a second, while this node holds the lock."""
-
-    name = "backfill driver"
-
-    def __init__(self, core: Core, celery: Celery) -> None:
-        super().__init__(
-            core.redis,
-            BACKFILL_LOCK_KEY,
-            timeout=DRIVER_LOCK_SECONDS,
-            interval=IDLE_INTERVAL_SECONDS,
-        )
-        self.core, self.celery = core, celery
-
-    def work(self) -> int:
-        """Top up each running backfill; the runs sent. While any runs, the next pass comes
-        soon: a run that ended is followed by the next one within ACTIVE_INTERVAL_SECONDS."""
-        with self.core.reading() as session:
-            ids = running_backfills(session)
-        self.interval = ACTIVE_INTERVAL_SECONDS if ids else IDLE_INTERVAL_SECONDS
-        return sum(advance(self.core, self.celery, backfill_id) for backfill_id in ids)
-
-
-class BackfillStep(NodeLoopStep):
-    """Worker bootstep: runs a BackfillDriver in a thread."""
-
-    thread_name = "batch-backfill"
-
-    def make_loop(self, worker: Any) -> BackfillDriver:
-        from batch.celery_app import create_celery  # which adds this step to the worker
-
-        # Its own app, core and connections: the pool's processes never share them.
-        celery = create_celery(worker.app.batch_core.settings)
-        return BackfillDriver(celery.batch_core, celery)

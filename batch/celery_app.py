@@ -83,7 +83,7 @@ def create_celery(settings: Settings, core: Core | None = None) -> Celery:
     app.steps["worker"].add(CapacityAnnouncer)
     import batch.tasks  # noqa: F401  (registers the shared tasks with this app)
     from batch.alert_delivery import AlertDeliveryStep
-    from batch.backfills import BackfillStep
+    from batch.backfill_driver import BackfillStep
     from batch.sweep import RecoverySweep  # imports the engine, which imports this module
 
     app.steps["worker"].add(RecoverySweep)

@@ -14,7 +14,7 @@ from celery.exceptions import WorkerLostError
 from celery.worker.request import Request
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from batch import backfills, retries, runs
+from batch import catch_up, retries, runs
 from batch.constants import (
     SENT_AT_HEADER,
     TASK_FAIL_RUN,
@@ -137,7 +137,7 @@ def start_run(
         priority=delivery.get("priority"),
     )
     if fire is not None and started is not None:
-        backfills.catch_up(_core(self), self.app, fire)
+        catch_up.catch_up(_core(self), self.app, fire)
 
 
 def _sent_at(task: Task) -> datetime | None:

@@ -20,7 +20,7 @@ import pytest
 from celery import Celery
 from sqlalchemy import select, update
 
-from batch import backfills, schedules
+from batch import backfills, catch_up, schedules
 from batch.constants import SENT_AT_HEADER, TASK_START_RUN
 from batch.core import Core
 from batch.db import utcnow
@@ -140,7 +140,7 @@ def test_resume_and_catch_up_runs_the_fires_missed_while_paused(
             .where(Schedule.name == "paused")
             .values(disabled_at=now - 3 * MINUTE - timedelta(seconds=30))
         )
-    backfill = backfills.resume_and_catch_up(core, celery_app, "paused", actor="test")
+    backfill = catch_up.resume_and_catch_up(core, celery_app, "paused", actor="test")
     assert backfill is not None
     wait_until(lambda: backfills.get_backfill(core, backfill.id).state == "done", timeout=60)
     made = runs_of(core, "paused")
@@ -150,7 +150,7 @@ def test_resume_and_catch_up_runs_the_fires_missed_while_paused(
         row = session.get(Schedule, "paused")
         assert row.enabled and row.disabled_at is None
     with pytest.raises(Conflict, match="paused is enabled: it missed nothing to catch up"):
-        backfills.resume_and_catch_up(core, celery_app, "paused", actor="test")
+        catch_up.resume_and_catch_up(core, celery_app, "paused", actor="test")
 
 
 # --- A real beat, killed and started again ---------------------------------------------------

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from batch import backfills, schedule_lists, schedules
+from batch import schedule_lists, schedules
+from batch.catch_up import resume_and_catch_up
 from batch.cli import Context, cli_actor, fail, pass_context
 
 DEFAULT_SCHEDULES_DIR = Path("schedules")
@@ -142,12 +143,11 @@ def schedules_enable(ctx: Context, names: tuple[str, ...], catch_up: bool, **opt
     if not catch_up:
         _set_enabled(ctx, names, True, **options)
         return
-    if not names or schedule_lists.ScheduleFilter(
-        **{k: v for k, v in options.items() if k != "yes"}
-    ):
+    filters = {key: value for key, value in options.items() if key != "yes"}
+    if not names or schedule_lists.ScheduleFilter(**filters):
         fail("--catch-up takes schedule NAMES, not filters")
     for name in dict.fromkeys(names):
-        backfill = backfills.resume_and_catch_up(ctx.core, ctx.celery, name, actor=cli_actor())
+        backfill = resume_and_catch_up(ctx.core, ctx.celery, name, actor=cli_actor())
         missed = f": backfill {backfill.id} runs what it missed" if backfill else ", nothing missed"
         click.echo(f"enabled {name}{missed}")
 

@@ -12,6 +12,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 
 from batch import backfills
+from batch.catch_up import resume_and_catch_up
 from batch.exceptions import Conflict, NotFound, UserError
 from batch.schedules import get_schedule
 from batch.web import current_celery, current_core
@@ -51,9 +52,7 @@ def schedule_backfills(name: str) -> ResponseReturnValue:
 def resume(name: str) -> ResponseReturnValue:
     """Enable a disabled schedule and backfill the fires it missed meanwhile."""
     try:
-        backfill = backfills.resume_and_catch_up(
-            current_core(), current_celery(), name, actor=g.actor
-        )
+        backfill = resume_and_catch_up(current_core(), current_celery(), name, actor=g.actor)
     except NotFound:
         abort(404)
     except Conflict as exc:
