@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from batch.alerts import RESOLVED
@@ -246,6 +246,38 @@ def _record(
 def _shown_target(target: str) -> str:
     """A target as logs show it: a webhook URL's path may hold a token."""
     return target if target.startswith(MAILTO) else shown_url(target)
+
+
+def delivery_states(session: Session, alert_ids: list[str]) -> dict[str, str]:
+    """How each alert went out to the targets, in words: ``delivered``, ``1 pending``,
+    ``1 failed: <its last error>`` (joined by "; "); an alert with no delivery (no target
+    configured) is absent."""
+    rows = session.execute(
+        select(
+            AlertEvent.alert_id,
+            AlertDelivery.state,
+            func.count(),
+            func.max(AlertDelivery.last_error),
+        )
+        .join(AlertDelivery, AlertDelivery.event_id == AlertEvent.id)
+        .where(AlertEvent.alert_id.in_(alert_ids))
+        .group_by(AlertEvent.alert_id, AlertDelivery.state)
+    )
+    states: dict[str, dict[str, tuple[int, str | None]]] = {}
+    for alert_id, state, count, error in rows:
+        states.setdefault(alert_id, {})[state] = (count, error)
+    return {alert_id: _in_words(by_state) for alert_id, by_state in states.items()}
+
+
+def _in_words(by_state: dict[str, tuple[int, str | None]]) -> str:
+    words = []
+    if FAILED in by_state:
+        count, error = by_state[FAILED]
+        words.append(f"{count} failed: {error or 'no error recorded'}")
+    if PENDING in by_state:
+        count, error = by_state[PENDING]
+        words.append(f"{count} pending" + (f" (last: {error})" if error else ""))
+    return "; ".join(words) or DELIVERED
 
 
 class Deliverer(LockedLoop):

@@ -65,17 +65,12 @@ def _record_events(session: Session, alert_ids: list[str], event: str) -> None:
         session.execute(insert(AlertEvent), rows)
 
 
-def run_finished(session: Session, run_id: str, status: str, error: str | None) -> None:
-    """In the transaction that finished a run of a schedule: a failure that completes a
-    streak of ``alert_after_failures`` raises an alert; a success resolves the schedule's
-    open alerts. Runs of no schedule, and a backfill's runs (past fires, watched on the
-    backfill's page), raise and resolve nothing."""
-    row = session.execute(
-        select(Run.schedule_name, Run.backfill_id).where(Run.id == run_id)
-    ).one_or_none()
-    if row is None or row.schedule_name is None or row.backfill_id is not None:
-        return
-    schedule = row.schedule_name
+def run_finished(
+    session: Session, run_id: str, schedule: str, status: str, error: str | None
+) -> None:
+    """In the transaction that finished a live run of ``schedule`` (not a backfill's: past
+    fires, watched on the backfill's page): a failure that completes a streak of
+    ``alert_after_failures`` raises an alert; a success resolves the schedule's open alerts."""
     if status == FAILED:
         _failure_streak(session, schedule, run_id, error)
     elif status == SUCCEEDED:

@@ -16,7 +16,7 @@ new run has an id of its own, so a late message of the old run finds nothing to 
 
 A backfill keeps at most ``max_running`` of its runs queued or running; its messages are sent
 with the least priority, so the scheduler's live fires go first. Its driver
-(batch/backfill_driver.py) runs on the worker nodes, one node at a time, and tops each
+(batch/run_driver.py) runs on the worker nodes, one node at a time, and tops each
 backfill up (``advance``); the command, the page or the API call that starts a backfill
 sends its first runs. Runs of a backfill count in no failure streak, overlap or deadline: they are
 not the schedule's live fires.
@@ -131,8 +131,11 @@ def parse_request(schedule: str, raw: Mapping[str, Any]) -> Request:
         if not isinstance(text, str) or not text.strip():
             raise UserError(f"{name} is required: a date (2025-01-01) or an ISO time")
         moments.append(parse_moment(name, text.strip(), end_of_day=False))
-    only = raw.get("only") or MISSING
-    max_running = raw.get("max_running") or DEFAULT_MAX_RUNNING
+    # Not given, or left blank in the form: the defaults (0, false and [] are refused below).
+    only = raw.get("only")
+    only = MISSING if only is None or only == "" else only
+    max_running = raw.get("max_running")
+    max_running = DEFAULT_MAX_RUNNING if max_running is None or max_running == "" else max_running
     if isinstance(max_running, str) and max_running.strip().isdigit():
         max_running = int(max_running)
     if not isinstance(max_running, int) or isinstance(max_running, bool):
@@ -437,11 +440,18 @@ def _step(core: Core, backfill_id: int) -> tuple[list[_MadeRun], bool]:
             backfill.state, backfill.finished_at = STOPPED, now
             log.warning("backfill %s stopped: its schedule is gone", backfill_id)
             return [], False
-        timing = make_schedule(
-            cron=schedule.cron,
-            timezone=schedule.timezone,
-            interval_seconds=schedule.interval_seconds,
-        )
+        try:
+            timing = make_schedule(
+                cron=schedule.cron,
+                timezone=schedule.timezone,
+                interval_seconds=schedule.interval_seconds,
+            )
+            # Before anything is written: the job may be gone, or its params no longer valid.
+            _fire_params(core.jobs.get(schedule.job), schedule, backfill.next_fire)
+        except (UserError, ValueError) as exc:
+            backfill.state, backfill.finished_at = STOPPED, now
+            log.warning("backfill %s of %s stopped: %s", backfill_id, schedule.name, exc)
+            return [], False
         made = _make_runs(core, session, backfill, schedule, timing, room, now)
         return made, backfill.next_fire is not None and len(made) < room
 

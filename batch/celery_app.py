@@ -83,12 +83,12 @@ def create_celery(settings: Settings, core: Core | None = None) -> Celery:
     app.steps["worker"].add(CapacityAnnouncer)
     import batch.tasks  # noqa: F401  (registers the shared tasks with this app)
     from batch.alert_delivery import AlertDeliveryStep
-    from batch.backfill_driver import BackfillStep
+    from batch.run_driver import RunDriverStep
     from batch.sweep import RecoverySweep  # imports the engine, which imports this module
 
     app.steps["worker"].add(RecoverySweep)
     app.steps["worker"].add(AlertDeliveryStep)
-    app.steps["worker"].add(BackfillStep)
+    app.steps["worker"].add(RunDriverStep)
 
     return app
 

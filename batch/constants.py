@@ -23,8 +23,9 @@ LOGIN_ATTEMPTS_KEY_PREFIX = "batch:login-attempts:"
 SWEEP_LOCK_KEY = "batch:sweep-lock"
 #: Held by the worker node whose thread delivers alerts (batch/alert_delivery.py).
 ALERT_DELIVERY_LOCK_KEY = "batch:alert-delivery-lock"
-#: Held by the worker node whose thread drives the backfills (batch/backfills.py).
-BACKFILL_LOCK_KEY = "batch:backfill-lock"
+#: Held by the worker node whose thread starts the runs waiting for their turn: backfills'
+#: and buffered fires (batch/run_driver.py).
+RUN_DRIVER_LOCK_KEY = "batch:run-driver-lock"
 #: The active beat's report: its name, when it last ticked and reconciled (batch/health.py).
 BEAT_HEALTH_KEY = "batch:beat-health"
 #: The newest schedule_changes revision reconcile has applied to this Redis.

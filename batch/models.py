@@ -19,7 +19,11 @@ FAILED = "failed"
 SKIPPED = "skipped"
 CANCELLED = "cancelled"
 FINISHED_STATES = (SUCCEEDED, FAILED, SKIPPED, CANCELLED)
-RUN_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED)
+#: A fire that waits for its schedule's run to end (``overlap = "buffer_one"``).
+WAITING = "waiting"
+RUN_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED, WAITING)
+#: The states of a run that has not ended.
+GOING_STATES = (QUEUED, WAITING, RUNNING)
 #: A chunk planned and sent, not started yet.
 PENDING = "pending"
 
@@ -68,6 +72,8 @@ class Run(Base):
         Index("ix_runs_trigger_kind_created", "trigger_kind", "created_at"),
         # A backfill's runs by status: how many it has going, and its progress.
         Index("ix_runs_backfill_status", "backfill_id", "status"),
+        # Queued runs with no start sent yet (buffered fires released): the run driver's look.
+        Index("ix_runs_status_sent", "status", "sent_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -143,7 +149,7 @@ class Schedule(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     interval_seconds: Mapped[int | None]
     enabled: Mapped[bool] = mapped_column(default=True)
-    overlap: Mapped[str] = mapped_column(String(10), default="allow")
+    overlap: Mapped[str] = mapped_column(String(20), default="allow")
     queue: Mapped[str | None] = mapped_column(String(100))
     priority: Mapped[int | None]
     deadline_seconds: Mapped[int | None]
@@ -220,6 +226,8 @@ class AlertEvent(Base):
     __table_args__ = (
         # The events not yet turned into deliveries, oldest first.
         Index("ix_alert_events_new", "expanded_at", "id"),
+        # An alert's events: how it went out, on the admin's alert tables.
+        Index("ix_alert_events_alert", "alert_id"),
         {"sqlite_autoincrement": True},
     )
 

@@ -32,15 +32,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from batch import alerts, capacity, health
+from batch import alert_delivery, alerts, capacity, health
 from batch.core import Core
 from batch.db import utcnow
 from batch.exceptions import NotFound, UserError
 from batch.models import (
     FAILED,
-    QUEUED,
+    GOING_STATES,
     RUN_STATES,
-    RUNNING,
     SUCCEEDED,
     Alert,
     AuditEntry,
@@ -53,7 +52,6 @@ from batch.run_filters import RunFilter
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-GOING_STATES = (QUEUED, RUNNING)
 DEFAULT_PAGE = 25
 NO_FILTER = RunFilter()
 MAX_PAGE = 200
@@ -592,6 +590,8 @@ class Overview:
     queues: dict[str, int | str] | None
     workers: dict[str, dict[str, Any]] | None
     alerts: list[Alert] = field(default_factory=list)
+    #: How each of those alerts went out to the webhooks and e-mail (alert_delivery).
+    deliveries: dict[str, str] = field(default_factory=dict)
     #: The active beat's last report (batch/health.py); None when Redis did not answer.
     beat: health.BeatHealth | None = None
 
@@ -606,6 +606,7 @@ def overview(core: Core, celery: Celery, limit: int = 10) -> Overview:
     with core.reading() as session:
         newest = newest_by_status(session, (*GOING_STATES, FAILED), limit)
         raised = alerts.open_alerts(session, limit)
+        deliveries = alert_delivery.delivery_states(session, [alert.id for alert in raised])
         if due:
             due = with_jobs(session, due)
     # Redis that did not answer once is not asked again in this request: a hung server
@@ -623,6 +624,7 @@ def overview(core: Core, celery: Celery, limit: int = 10) -> Overview:
         if redis_answers
         else None,
         alerts=raised,
+        deliveries=deliveries,
         beat=_unless_down(lambda: health.read(core.redis)) if redis_answers else None,
     )
 

@@ -41,11 +41,13 @@ from batch.jobs import Job, Partial, Spec
 from batch.models import (
     CANCELLED,
     FAILED,
+    GOING_STATES,
     PENDING,
     QUEUED,
     RUNNING,
     SKIPPED,
     SUCCEEDED,
+    WAITING,
     Run,
     RunChunk,
     Schedule,
@@ -65,6 +67,11 @@ _CUT_MARKER_ROOM = 64
 #: A fire sent this long after its fire time was missed (beat down or behind): a schedule
 #: whose ``catch_up`` is ``skip`` skips it.
 MISSED_AFTER_SECONDS = 60
+#: Overlap policies that act (``allow`` does nothing): what a fire does while a run of its
+#: schedule is going.
+SKIP, BUFFER_ONE, CANCEL_OTHER = "skip", "buffer_one", "cancel_other"
+#: Released fires whose start the run driver sends per look, at most.
+RELEASED_PER_LOOK = 100
 
 
 class MissingChunks(BatchError):
@@ -152,23 +159,35 @@ def cancel_run(core: Core, run_id: str, *, actor: str) -> Run:
     now = utcnow()
     with core.transaction() as session:
         run = queries.find_run(session, run_id)
-        ended = session.execute(
-            update(Run)
-            .where(Run.id == run.id, Run.status.in_((QUEUED, RUNNING)))
-            .values(status=CANCELLED, error=f"cancelled by {actor}", finished_at=now)
-        )
-        if ended.rowcount != 1:
+        if not _cancel(session, [run.id], f"cancelled by {actor}", now):
             raise Conflict(
-                f"run {run.id} is {run.status}: only a queued or running run can be cancelled"
+                f"run {run.id} is {run.status}: only a queued, waiting or running run can be"
+                " cancelled"
             )
-        session.execute(
-            update(RunChunk)
-            .where(RunChunk.run_id == run.id, RunChunk.status == PENDING)
-            .values(status=CANCELLED, finished_at=now)
-        )
         session.refresh(run)
     log.info("run %s cancelled by %s", run.id, actor)
     return run
+
+
+def _cancel(session: Session, run_ids: list[str], error: str, now: datetime) -> list[str]:
+    """Cancel those of ``run_ids`` still going, their chunks not started with them; a fire
+    that waited for one of them is released. The ids cancelled."""
+    cancelled = session.execute(
+        update(Run)
+        .where(Run.id.in_(run_ids), Run.status.in_(GOING_STATES))
+        .values(status=CANCELLED, error=error, finished_at=now)
+        .returning(Run.id, Run.schedule_name, Run.backfill_id)
+    ).all()
+    ids = [row.id for row in cancelled]
+    if ids:
+        session.execute(
+            update(RunChunk)
+            .where(RunChunk.run_id.in_(ids), RunChunk.status == PENDING)
+            .values(status=CANCELLED, finished_at=now)
+        )
+    for schedule in {row.schedule_name for row in cancelled if row.backfill_id is None}:
+        _release_waiting(session, schedule)
+    return ids
 
 
 def start_run(
@@ -217,10 +236,13 @@ def start_run(
         if not created and not _claim(session, run_id, now):
             log.info("run %s already started: duplicate delivery ignored", run_id)
             return None
-        skip_reason = _skip_reason(session, run_id, fire, now) if fire else None
+        skip_reason = _skip_reason(session, run_id, fire, now, created) if fire else None
         if skip_reason:
             _finish(session, run_id, SKIPPED, error=skip_reason)
             return run_id
+        if fire is not None and fire.overlap in (BUFFER_ONE, CANCEL_OTHER):
+            if _holds_back(session, run_id, fire, now):
+                return run_id
         try:
             job_obj = core.jobs.get(job)
             validated = job_obj.validate_params(params, now=fire.scheduled_for if fire else now)
@@ -268,35 +290,106 @@ def _claim(session: Session, run_id: str, now: datetime) -> bool:
     return claimed.rowcount == 1
 
 
-def _skip_reason(session: Session, run_id: str, fire: Fire, now: datetime) -> str | None:
+def _skip_reason(
+    session: Session, run_id: str, fire: Fire, now: datetime, first_delivery: bool
+) -> str | None:
     schedule = session.execute(
         select(Schedule.enabled, Schedule.catch_up).where(Schedule.name == fire.schedule)
     ).one_or_none()
     # Disabled (or paused) after beat sent the fire, before reconcile removed its entry.
     if schedule is not None and not schedule.enabled:
         return f"skipped: schedule {fire.schedule} is disabled"
-    if schedule is not None and schedule.catch_up == "skip" and fire.sent_at is not None:
-        missed = (fire.sent_at - fire.scheduled_for).total_seconds()
+    # Beat's lateness, judged on the fire's first delivery (not on a start sent again: a
+    # buffered fire released, a lost message).
+    sent_at = fire.sent_at if first_delivery else None
+    if sent_at is not None and schedule is not None and schedule.catch_up == "skip":
+        missed = (sent_at - fire.scheduled_for).total_seconds()
         if missed > MISSED_AFTER_SECONDS:
             return f"skipped: missed, sent {missed:.0f}s after its fire time (catch_up = skip)"
     if fire.deadline_seconds is not None:
         late = (now - fire.scheduled_for).total_seconds()
         if late > fire.deadline_seconds:
             return f"skipped: started {late:.0f}s late, deadline {fire.deadline_seconds}s"
-    if fire.overlap == "skip":
-        going = session.scalar(
-            select(Run.id)
-            .where(
-                Run.schedule_name == fire.schedule,
-                Run.status.in_((QUEUED, RUNNING)),
-                Run.id != run_id,
-                Run.backfill_id.is_(None),  # a backfill's runs are not the schedule's live ones
-            )
-            .limit(1)
-        )
+    if fire.overlap == SKIP:
+        going = session.scalar(_live_runs(fire.schedule, GOING_STATES, but=run_id).limit(1))
         if going:
             return f"skipped: run {going} of this schedule is still going"
     return None
+
+
+def _live_runs(schedule: str, states: tuple[str, ...], *, but: str | None = None) -> Any:
+    """The ids of ``schedule``'s runs in ``states`` (other than ``but``): its live fires' and
+    runs', not a backfill's."""
+    query = select(Run.id).where(
+        Run.schedule_name == schedule, Run.status.in_(states), Run.backfill_id.is_(None)
+    )
+    return query.where(Run.id != but) if but is not None else query
+
+
+def _holds_back(session: Session, run_id: str, fire: Fire, now: datetime) -> bool:
+    """``buffer_one`` and ``cancel_other``, for a fire whose run was just claimed: whether it
+    is not to start now (it waits for the run going, or was skipped)."""
+    # The schedule's row first: two fires at once on PostgreSQL see each other's choice.
+    session.execute(select(Schedule.name).where(Schedule.name == fire.schedule).with_for_update())
+    going = session.scalars(_live_runs(fire.schedule, (QUEUED, RUNNING), but=run_id)).all()
+    if fire.overlap == CANCEL_OTHER:
+        waiting = session.scalars(_live_runs(fire.schedule, (WAITING,), but=run_id)).all()
+        replaced = f"cancelled: replaced by run {run_id}, the fire at {fire.scheduled_for}"
+        for cancelled in _cancel(session, [*going, *waiting], f"{replaced} (cancel_other)", now):
+            log.info("run %s cancelled: the fire of run %s replaces it", cancelled, run_id)
+        return False
+    if not going:
+        return False
+    waiting_id = session.scalar(_live_runs(fire.schedule, (WAITING,), but=run_id).limit(1))
+    if waiting_id is not None:
+        why = f"skipped: run {waiting_id} already waits for run {going[0]} (buffer_one)"
+        _finish(session, run_id, SKIPPED, error=why)
+        return True
+    session.execute(update(Run).where(Run.id == run_id).values(status=WAITING, started_at=None))
+    log.info("run %s waits for run %s of %s to end (buffer_one)", run_id, going[0], fire.schedule)
+    return True
+
+
+def _release_waiting(session: Session, schedule: str) -> None:
+    """In the transaction that ended a run of ``schedule``: its waiting fire, if nothing else
+    of the schedule is going, is queued with no start sent; the run driver sends it."""
+    others = _live_runs(schedule, (QUEUED, RUNNING)).exists()
+    session.execute(
+        update(Run)
+        .where(Run.schedule_name == schedule, Run.status == WAITING, Run.backfill_id.is_(None))
+        .where(~others)
+        .values(status=QUEUED, sent_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def start_released(core: Core, celery: Celery) -> int:
+    """The run driver's part for buffered fires: release the waiting fires whose schedule has
+    nothing going any more (its run ended some other way), then send the start of each
+    released fire of a buffer_one schedule with no start sent yet; how many were sent."""
+    with core.reading() as session:
+        waiting = session.scalars(
+            select(Run.schedule_name).where(Run.status == WAITING).distinct()
+        ).all()
+    if waiting:
+        with core.transaction() as session:
+            for schedule in waiting:
+                if schedule is not None:
+                    _release_waiting(session, schedule)
+    buffered = select(Schedule.name).where(Schedule.overlap == BUFFER_ONE)
+    with core.reading() as session:
+        released = session.scalars(
+            select(Run)
+            .where(
+                Run.status == QUEUED,
+                Run.sent_at.is_(None),
+                Run.backfill_id.is_(None),
+                Run.schedule_name.in_(buffered),
+            )
+            .order_by(Run.created_at)
+            .limit(RELEASED_PER_LOOK)
+        ).all()
+    return sum(send_start_again(core, celery, run) for run in released)
 
 
 def _target_chunks(core: Core, queue: str) -> int:
@@ -776,9 +869,12 @@ def _finish(
         update(Run)
         .where(Run.id == run_id, Run.status.in_((QUEUED, RUNNING)))
         .values(status=status, result=result, error=error, finished_at=utcnow())
-    )
-    if finished.rowcount:  # type: ignore[attr-defined]
-        alerts.run_finished(session, run_id, status, error)
+        .returning(Run.schedule_name, Run.backfill_id)
+    ).one_or_none()
+    # A backfill's runs are not the schedule's live ones: no streak, no release.
+    if finished is not None and finished.schedule_name and finished.backfill_id is None:
+        alerts.run_finished(session, run_id, finished.schedule_name, status, error)
+        _release_waiting(session, finished.schedule_name)
 
 
 def _planning_error(exc: Exception) -> str:

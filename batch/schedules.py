@@ -100,7 +100,9 @@ class ScheduleSpec(BaseModel):
     timezone: str = "UTC"
     interval_seconds: int | None = None
     enabled: bool = True
-    overlap: Literal["allow", "skip"] = "allow"
+    #: While a run of it is going, a fire: starts anyway, is skipped, waits (one at most) or
+    #: cancels the run going.
+    overlap: Literal["allow", "skip", "buffer_one", "cancel_other"] = "allow"
     #: One of BATCH_QUEUES: validate_schedule passes them as the context's "queues".
     queue: str | None = None
     priority: int | None = Field(default=None, ge=0, le=9)

@@ -116,6 +116,16 @@ def wait_for_run(core: Core, run_id: str, timeout: float = 60) -> Run:
 ADMIN = ("admin", "correct horse battery")
 
 
+def own_database(directory: Path) -> str:
+    """A migrated SQLite database of a lab's own. The suite's worker (its run driver, its
+    sweep) acts on every backfill and released fire in the suite's database, through the
+    suite's broker: a lab whose backfills or buffered fires must be driven by its own nodes
+    keeps them apart."""
+    url = f"sqlite:///{directory / 'lab.db'}"
+    migrate.upgrade(url)
+    return url
+
+
 @pytest.fixture
 def app(core: Core) -> Iterator[Flask]:
     from batch.web import create_app

@@ -27,7 +27,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from batch import alerts, runs
-from batch.alert_delivery import deliver
+from batch.alert_delivery import deliver, delivery_states
 from batch.core import Core
 from batch.db import utcnow
 from batch.lab import Lab, wait_until
@@ -103,6 +103,12 @@ def raise_one(core: Core, cause: str = "run_failed:hourly:start") -> None:
         )
 
 
+def shown(core: Core, alert_id: str = "run_failed:hourly:start") -> str:
+    """How the admin's alert tables say the alert went out."""
+    with core.reading() as session:
+        return delivery_states(session, [alert_id])[alert_id]
+
+
 def deliveries(core: Core) -> list[tuple[str, str, int, str | None]]:
     with core.reading() as session:
         rows = session.scalars(select(AlertDelivery).order_by(AlertDelivery.event_id))
@@ -130,11 +136,13 @@ def test_a_webhook_that_fails_is_retried_with_the_same_id_until_it_takes_it(
     raise_one(core)
     first = deliver(delivering)
     assert (first.expanded, len(first.retried)) == (1, 1)
+    assert shown(core).startswith("1 pending (last: ")
     assert deliver(delivering).retried == []  # not due again for 1 s
     later = utcnow() + timedelta(seconds=1.5)
     assert len(deliver(delivering, now=later).retried) == 1  # the second waits 2 s
     assert len(deliver(delivering, now=later + timedelta(seconds=3)).delivered) == 1
     assert deliveries(core) == [(receiver.url, "delivered", 3, None)]
+    assert shown(core) == "delivered"
 
     ids = {headers["X-Batch-Alert-Id"] for headers, _ in receiver.requests}
     assert ids == {"run_failed:hourly:start#raised"}
@@ -167,7 +175,7 @@ def test_the_resolution_is_delivered_too(
         schedule = session.get_one(Schedule, "hourly")
     run_id = runs.submit_run(core, celery_app, SUMS, {"n": 10}, trigger="test", schedule=schedule)
     with core.transaction() as session:
-        alerts.run_finished(session, run_id, "succeeded", None)
+        alerts.run_finished(session, run_id, "hourly", "succeeded", None)
     deliver(delivering)
     assert [(body["id"], body["alert"]["resolved_by"]) for body in receiver.bodies()] == [
         ("run_failed:hourly:start#raised", None),
@@ -189,6 +197,7 @@ def test_a_receiver_down_past_the_retry_hours_is_given_up_and_no_token_is_logged
     [(target, state, attempts, error)] = deliveries(core)
     assert (target, state, attempts) == (url, "failed", 2)
     assert error is not None and error.startswith("not reached: ")
+    assert shown(core) == f"1 failed: {error}" and "T0KEN" not in shown(core)
     assert f"http://127.0.0.1:{port}/..." in caplog.text
     assert "T0KEN" not in caplog.text
     assert "given up" in caplog.text

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from celery import Celery
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from batch import alerts, backfills, demo, runs, schedules
 from batch.backfills import Request
@@ -269,7 +269,7 @@ def test_a_backfills_runs_neither_alert_nor_block_a_live_fire(idle: tuple[Core, 
         assert session.scalar(select(func.count()).select_from(alerts.Alert)) == 0
         # A live fire with overlap "skip" is not skipped for the backfill's queued run.
         fire = runs.Fire(schedule="hourly-sales", scheduled_for=END + HOUR, overlap="skip")
-        assert runs._skip_reason(session, "live", fire, END + HOUR) is None
+        assert runs._skip_reason(session, "live", fire, END + HOUR, True) is None
         assert session.get(Schedule, "hourly-sales") is not None
 
 
@@ -339,3 +339,24 @@ def test_the_cli_refuses_bad_input_in_one_line_and_writes_nothing(
         assert session.scalar(select(func.count()).select_from(Backfill)) == 0
     code, _, err = cli(core, "backfills", "cancel", "12345")
     assert code == 2 and "no backfill 12345" in err
+
+
+def test_a_backfill_whose_schedule_no_longer_validates_stops_and_writes_no_run(
+    idle: tuple[Core, Celery],
+) -> None:
+    core, celery_app = idle
+    data = {"name": "sums", "job": "tests.sum_squares", "params": {"n": 5}, "cron": "0 * * * *",
+            "queue": IDLE}  # fmt: skip
+    schedules.save_schedule(
+        core, celery_app, schedules.validate_schedule(core, data), actor="t", mode="create"
+    )
+    request = Request("sums", END - 10 * HOUR, END, max_running=2)
+    backfill = backfills.start_backfill(core, celery_app, request, actor="test")
+    assert backfill.runs_made == 2
+    with core.transaction() as session:  # params the job now refuses (n must be >= 0)
+        session.execute(update(Schedule).where(Schedule.name == "sums").values(params={"n": -1}))
+        session.execute(update(Run).where(Run.backfill_id == backfill.id).values(status="failed"))
+    assert backfills.advance(core, celery_app, backfill.id) == 0
+    stopped = backfills.get_backfill(core, backfill.id)
+    assert (stopped.state, stopped.runs_made) == ("cancelled", 2)
+    assert len(schedule_runs(core, "sums")) == 2

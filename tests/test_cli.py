@@ -70,7 +70,7 @@ def test_run_without_wait_prints_the_id(core: Core, worker) -> None:
         (["runs", "show", "nope"], "error: run nope not found\n"),
         (["runs", "list", "--job", "nope"], "error: unknown job 'nope'\n"),
         (["runs", "list", "--status", "done"], "error: unknown status 'done': expected one of"
-         " queued, running, succeeded, failed, skipped, cancelled\n"),
+         " queued, running, succeeded, failed, skipped, cancelled, waiting\n"),
         (["runs", "list", "--since", "monday"], "error: bad since 'monday': expected a date"
          " (2026-12-01) or a date and time (2026-12-01T06:00)\n"),
         (["runs", "list", "--schedule", "a b"], "error: bad schedule 'a b': not a schedule name\n"),

@@ -102,7 +102,7 @@ def test_a_fire_with_no_run_in_time_raises_one_alert_until_a_success(
     # The next success resolves it; the next miss is a new alert.
     success = add_run(core, "reports", at(4), "succeeded", started_at=at(4, 1))
     with core.transaction() as session:
-        alerts.run_finished(session, success, "succeeded", None)
+        alerts.run_finished(session, success, "reports", "succeeded", None)
     assert watch.check(core, at(4, 33)) == []
     assert watch.check(core, at(5, 33)) == [cause("reports", at(5))]
     assert stored(core) == [

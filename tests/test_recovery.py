@@ -27,7 +27,7 @@ from batch.lab import Lab, wait_until
 from batch.models import RUNNING, Run, RunChunk, Schedule
 from batch.redis_broker import UNACKED_KEY
 from batch.sweep import sweep
-from tests.conftest import ROOT, wait_for_run
+from tests.conftest import ROOT, own_database, wait_for_run
 from tests.test_engine import expected_sum
 
 #: Within this long of a fault, every run must have ended (the issue's target).
@@ -283,6 +283,21 @@ def test_a_killed_node_stops_counting_for_planning_within_its_ttl(lab: Lab) -> N
     assert run.result == {"sum": expected_sum(8000)}
 
 
+@pytest.fixture
+def apart(core: Core, tmp_path: Path) -> Iterator[Lab]:
+    """The lab above on a database of its own: no other worker drives its backfills."""
+    lab = Lab.open(
+        core.settings, tmp_path, environ={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        job_modules=(*core.settings.job_modules, "tests.jobs_for_recovery"),
+        queues=(QUEUE, "reports", "cleanups"), sweep_interval_seconds=0.5, stall_seconds=3,
+        worker_ttl_seconds=3, database_url=own_database(tmp_path),
+    )  # fmt: skip
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
 def start_slow_backfill(lab: Lab, fires: int = 10) -> int:
     """A backfill of ``fires`` minutely fires of a slow job on the lab's queue, 3 at a time."""
     data = {"name": "slow-minutely", "job": JOB, "params": {"n": 800, "seconds": 0.2},
@@ -307,7 +322,8 @@ def assert_backfill_exact(lab: Lab, backfill_id: int, fires: int, since: float) 
     assert lab.going() == 0
 
 
-def test_a_backfill_outlives_the_node_that_drove_it(lab: Lab) -> None:
+def test_a_backfill_outlives_the_node_that_drove_it(apart: Lab) -> None:
+    lab = apart
     node = lab.start_node("node-a")
     backfill_id = start_slow_backfill(lab)
     wait_until(lambda: backfills.progress(lab.core, backfill_id)["runs"].get("succeeded", 0) >= 2)
@@ -317,7 +333,8 @@ def test_a_backfill_outlives_the_node_that_drove_it(lab: Lab) -> None:
     assert_backfill_exact(lab, backfill_id, 10, killed)
 
 
-def test_a_backfill_outlives_a_restart_of_redis(lab: Lab) -> None:
+def test_a_backfill_outlives_a_restart_of_redis(apart: Lab) -> None:
+    lab = apart
     lab.start_node("node-a")
     backfill_id = start_slow_backfill(lab)
     wait_until(lambda: backfills.progress(lab.core, backfill_id)["runs"].get("succeeded", 0) >= 2)

@@ -22,7 +22,7 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
-from batch import alerts, queries, runs, schedule_lists, schedules
+from batch import alert_delivery, alerts, queries, runs, schedule_lists, schedules
 from batch.cron import FireTimes, make_schedule
 from batch.db import utcnow
 from batch.entries import last_fire_times
@@ -293,6 +293,7 @@ def _render_detail(name: str, *, error: str | None = None) -> str:
         history = queries.list_runs(session, RunFilter(schedule=name), limit=HISTORY_RUNS).runs
         trail = schedules.audit_trail(session, name)
         raised = alerts.schedule_alerts(session, name, SHOWN_ALERTS)
+        deliveries = alert_delivery.delivery_states(session, [alert.id for alert in raised])
     last = LastRun(history[0].id, history[0].status, history[0].created_at) if history else None
     last_fire = last_fire_times(current_celery(), [name]).get(name) if row.enabled else None
     timing = _timing(row.cron, row.timezone, row.interval_seconds)
@@ -309,6 +310,7 @@ def _render_detail(name: str, *, error: str | None = None) -> str:
         history_chart=_durations_chart(history),
         audit=[_audit_view(entry) for entry in trail],
         alerts=raised,
+        deliveries=deliveries,
         paused_reason=row.paused_reason,
         error=error,
     )

@@ -347,7 +347,11 @@ def test_duplicate_create_is_a_409(api: FlaskClient, core: Core) -> None:
         ({"cron": None, "interval_seconds": 0}, "interval_seconds", "must be at least 1 second"),
         ({"name": "bad name!"}, "name", "use 1 to 200 letters, digits"),
         ({"name": None}, "name", "must be text"),
-        ({"overlap": "sometimes"}, "overlap", "must be 'allow' or 'skip', not 'sometimes'"),
+        (
+            {"overlap": "sometimes"},
+            "overlap",
+            "must be 'allow', 'skip', 'buffer_one' or 'cancel_other', not 'sometimes'",
+        ),
         ({"colour": "red"}, "colour", "not a known field"),
     ],
 )
@@ -655,7 +659,7 @@ def test_every_bad_runs_list_filter_is_named_at_once(api: FlaskClient) -> None:
     assert response.json["errors"] == {
         "schedule": "bad schedule 'a b': not a schedule name",
         "status": "unknown status 'done': expected one of queued, running, succeeded, failed,"
-        " skipped, cancelled",
+        " skipped, cancelled, waiting",
         "since": "bad since 'soon': expected a date (2026-12-01) or a date and time"
         " (2026-12-01T06:00)",
     }

@@ -75,6 +75,8 @@ def test_api_dry_run_then_backfill_then_poll_until_done(
         ({**SPAN, "max_running": "many"}, 400, "bad max running 'many'"),
         ({**SPAN, "max_running": 1000}, 400, "bad max running 1000"),
         ({**SPAN, "max_running": True}, 400, "bad max running True"),
+        ({**SPAN, "max_running": 0}, 400, "bad max running 0"),
+        ({**SPAN, "only": 0}, 400, "bad only 0"),
         ({**SPAN, "dry_run": "yes"}, 400, "dry_run must be true or false"),
         ({**SPAN, "speed": 3}, 400, "unknown field(s) in the request body: speed"),
     ],

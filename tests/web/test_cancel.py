@@ -46,7 +46,7 @@ def test_the_admin_cancels_a_running_run(client: FlaskClient, core: Core) -> Non
     assert "Cancel this run" not in page and "Retry this run" in page
     again = client.post(f"/runs/{GOING}/cancel", data={"csrf_token": token})
     assert again.status_code == 409
-    assert "only a queued or running run can be cancelled" in again.get_data(as_text=True)
+    assert "only a queued, waiting or running run can be cancelled" in again.get_data(as_text=True)
     listed = client.get("/runs/?status=cancelled").get_data(as_text=True)
     assert f'data-run-id="{GOING}"' in listed
 
@@ -65,7 +65,9 @@ def test_the_api_cancels_a_queued_run(api: FlaskClient, core: Core) -> None:
     assert response.json["error"] == "cancelled by api:tests"
     again = api.post(f"/api/runs/{GOING}/cancel")
     assert (again.status_code, again.json) == (
-        409, {"error": f"run {GOING} is cancelled: only a queued or running run can be cancelled"}
+        409,
+        {"error": f"run {GOING} is cancelled: only a queued, waiting or running run can be"
+                  " cancelled"},
     )  # fmt: skip
     assert api.post("/api/runs/nope/cancel").status_code == 404
 
@@ -78,5 +80,7 @@ def test_the_cli_cancels_a_running_run(core: Core) -> None:
     assert states(core)[0] == "cancelled"
     result = runner.invoke(main, ["runs", "cancel", GOING], env=settings_env(core.settings))
     assert (result.exit_code, result.stderr) == (
-        2, f"error: run {GOING} is cancelled: only a queued or running run can be cancelled\n"
+        2,
+        f"error: run {GOING} is cancelled: only a queued, waiting or running run can be"
+        " cancelled\n",
     )  # fmt: skip

@@ -136,7 +136,7 @@ def test_open_alerts_lead_the_overview_and_every_alert_is_on_its_schedules_page(
     for minute, (run_id, status) in enumerate(finished):  # each run finishes before the next
         add_run(core, run_id, job=SALES, status=status, minute=minute, schedule_name="hourly")
         with core.transaction() as session:
-            alerts.run_finished(session, run_id, status, f"error of {run_id}")
+            alerts.run_finished(session, run_id, "hourly", status, f"error of {run_id}")
     page = client.get("/").get_data(as_text=True)
     assert re.findall(r'data-alert="([^"]+)"', page) == ["run_failed:hourly:ok"]
     assert "a run of hourly failed: error of f2" in page
