@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -310,6 +320,8 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
+    #: What it opens: ``api`` (the JSON API and /metrics) or ``metrics`` (/metrics only).
+    scope: Mapped[str] = mapped_column(String(10), default="api", server_default="api")
 
 
 class UserSession(Base):
@@ -365,3 +377,20 @@ class Backfill(Base):
     next_fire: Mapped[datetime | None]
     #: Runs made (new ones, and ones that replaced an earlier run of their fire).
     runs_made: Mapped[int] = mapped_column(default=0)
+
+
+class RunStat(Base):
+    """One running total behind ``/metrics`` (batch/run_stats.py): counted in the
+    transaction that started or ended a run, so a run counts once whatever is redelivered,
+    and it stays when old runs are purged."""
+
+    __tablename__ = "run_stats"
+
+    job: Mapped[str] = mapped_column(String(200), primary_key=True)
+    #: The schedule's name; "" for runs of no schedule.
+    schedule_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    #: ``runs`` (by status), ``skips`` (by reason), ``lateness`` and ``duration`` (by
+    #: bucket), their ``..._sum``, ``last_fire`` and ``last_success`` (epoch seconds).
+    series: Mapped[str] = mapped_column(String(20), primary_key=True)
+    label: Mapped[str] = mapped_column(String(20), primary_key=True)
+    value: Mapped[float] = mapped_column(Double)

@@ -483,7 +483,7 @@ def schedules_due_next(
     entries = client.zrange(schedule_key, 0, limit - 1, withscores=True)
     return [
         DueSchedule(
-            name=_text(key).removeprefix(key_prefix), due_at=datetime.fromtimestamp(score, UTC)
+            name=as_text(key).removeprefix(key_prefix), due_at=datetime.fromtimestamp(score, UTC)
         )
         for key, score in entries
     ]
@@ -539,7 +539,8 @@ def queue_lengths(
     return {name: sum(sizes[i * per_queue : (i + 1) * per_queue]) for i, name in enumerate(names)}
 
 
-def _text(value: str | bytes) -> str:
+def as_text(value: str | bytes) -> str:
+    """A Redis reply as text, whether the client decodes replies or not."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -600,7 +601,7 @@ def overview(core: Core, celery: Celery, limit: int = 10) -> Overview:
     """Schedules due next, runs going now, recent failures, queue lengths, workers online."""
     # RedBeat's Redis is the core's (create_celery sets redbeat_redis_url to REDIS_URL).
     conf = celery.redbeat_conf
-    due = _unless_down(
+    due = unless_down(
         lambda: schedules_due_next(core.redis, conf.schedule_key, conf.key_prefix, limit)
     )
     with core.reading() as session:
@@ -617,22 +618,21 @@ def overview(core: Core, celery: Celery, limit: int = 10) -> Overview:
         due=due,
         going=_merged((newest[state] for state in GOING_STATES), limit),
         failures=newest[FAILED],
-        queues=_unless_down(lambda: broker_queue_lengths(celery))
+        queues=unless_down(lambda: broker_queue_lengths(celery))
         if redis_answers or not broker_is_redis
         else None,
-        workers=_unless_down(lambda: capacity.online_workers(core.redis))
-        if redis_answers
-        else None,
+        workers=unless_down(lambda: capacity.online_workers(core.redis)) if redis_answers else None,
         alerts=raised,
         deliveries=deliveries,
-        beat=_unless_down(lambda: health.read(core.redis)) if redis_answers else None,
+        beat=unless_down(lambda: health.read(core.redis)) if redis_answers else None,
     )
 
 
-def _unless_down(read: Callable[[], T]) -> T | None:
-    # The page stays up when Redis or the broker does not answer; /healthz says why.
+def unless_down(read: Callable[[], T], reader: str = "overview") -> T | None:
+    """``read()``, or None when Redis or the broker does not answer (logged): a page stays
+    up, /healthz says why."""
     try:
         return read()
     except DOWN_ERRORS as exc:
-        log.warning("overview: Redis or broker unavailable: %s", exc)
+        log.warning("%s: Redis or broker unavailable: %s", reader, exc)
         return None

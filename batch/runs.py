@@ -9,6 +9,7 @@ import logging
 import time
 import traceback
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from celery import Celery, Signature, chord
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from batch import alerts, capacity, queries, storable
+from batch import alerts, capacity, queries, run_stats, storable
 from batch.celery_app import message_priority
 from batch.constants import (
     SENT_AT_HEADER,
@@ -176,9 +177,12 @@ def _cancel(session: Session, run_ids: list[str], error: str, now: datetime) -> 
         update(Run)
         .where(Run.id.in_(run_ids), Run.status.in_(GOING_STATES))
         .values(status=CANCELLED, error=error, finished_at=now)
-        .returning(Run.id, Run.schedule_name, Run.backfill_id)
+        .returning(Run.id, Run.job, Run.schedule_name, Run.backfill_id)
     ).all()
     ids = [row.id for row in cancelled]
+    by_key = Counter(run_stats.Key(row.job, row.schedule_name or "") for row in cancelled)
+    for key, runs in sorted(by_key.items()):
+        run_stats.count(session, key, run_stats.RUNS, CANCELLED, runs)
     if ids:
         session.execute(
             update(RunChunk)
@@ -236,13 +240,19 @@ def start_run(
         if not created and not _claim(session, run_id, now):
             log.info("run %s already started: duplicate delivery ignored", run_id)
             return None
-        skip_reason = _skip_reason(session, run_id, fire, now, created) if fire else None
-        if skip_reason:
-            _finish(session, run_id, SKIPPED, error=skip_reason)
-            return run_id
-        if fire is not None and fire.overlap in (BUFFER_ONE, CANCEL_OTHER):
-            if _holds_back(session, run_id, fire, now):
+        if fire is not None:
+            stats = run_stats.Key(job, fire.schedule)
+            run_stats.moment(session, stats, run_stats.LAST_FIRE, fire.scheduled_for)
+            skip = _skip_reason(session, run_id, fire, now, created)
+            if skip:
+                _finish(session, run_id, SKIPPED, error=skip.message, reason=skip.reason)
                 return run_id
+            if fire.overlap in (BUFFER_ONE, CANCEL_OTHER) and _holds_back(
+                session, run_id, fire, now
+            ):
+                return run_id
+            lateness = (now - fire.scheduled_for).total_seconds()
+            run_stats.observe(session, stats, run_stats.LATENESS, lateness)
         try:
             job_obj = core.jobs.get(job)
             validated = job_obj.validate_params(params, now=fire.scheduled_for if fire else now)
@@ -290,30 +300,40 @@ def _claim(session: Session, run_id: str, now: datetime) -> bool:
     return claimed.rowcount == 1
 
 
+@dataclass(frozen=True)
+class Skip:
+    """Why a fire is skipped: a reason for the metrics, and a message for people."""
+
+    reason: str
+    message: str
+
+
 def _skip_reason(
     session: Session, run_id: str, fire: Fire, now: datetime, first_delivery: bool
-) -> str | None:
+) -> Skip | None:
     schedule = session.execute(
         select(Schedule.enabled, Schedule.catch_up).where(Schedule.name == fire.schedule)
     ).one_or_none()
     # Disabled (or paused) after beat sent the fire, before reconcile removed its entry.
     if schedule is not None and not schedule.enabled:
-        return f"skipped: schedule {fire.schedule} is disabled"
+        return Skip("disabled", f"skipped: schedule {fire.schedule} is disabled")
     # Beat's lateness, judged on the fire's first delivery (not on a start sent again: a
     # buffered fire released, a lost message).
     sent_at = fire.sent_at if first_delivery else None
     if sent_at is not None and schedule is not None and schedule.catch_up == "skip":
         missed = (sent_at - fire.scheduled_for).total_seconds()
         if missed > MISSED_AFTER_SECONDS:
-            return f"skipped: missed, sent {missed:.0f}s after its fire time (catch_up = skip)"
+            why = f"skipped: missed, sent {missed:.0f}s after its fire time (catch_up = skip)"
+            return Skip("missed", why)
     if fire.deadline_seconds is not None:
         late = (now - fire.scheduled_for).total_seconds()
         if late > fire.deadline_seconds:
-            return f"skipped: started {late:.0f}s late, deadline {fire.deadline_seconds}s"
+            why = f"skipped: started {late:.0f}s late, deadline {fire.deadline_seconds}s"
+            return Skip("deadline", why)
     if fire.overlap == SKIP:
         going = session.scalar(_live_runs(fire.schedule, GOING_STATES, but=run_id).limit(1))
         if going:
-            return f"skipped: run {going} of this schedule is still going"
+            return Skip("overlap", f"skipped: run {going} of this schedule is still going")
     return None
 
 
@@ -343,7 +363,7 @@ def _holds_back(session: Session, run_id: str, fire: Fire, now: datetime) -> boo
     waiting_id = session.scalar(_live_runs(fire.schedule, (WAITING,), but=run_id).limit(1))
     if waiting_id is not None:
         why = f"skipped: run {waiting_id} already waits for run {going[0]} (buffer_one)"
-        _finish(session, run_id, SKIPPED, error=why)
+        _finish(session, run_id, SKIPPED, error=why, reason="overlap")
         return True
     session.execute(update(Run).where(Run.id == run_id).values(status=WAITING, started_at=None))
     log.info("run %s waits for run %s of %s to end (buffer_one)", run_id, going[0], fire.schedule)
@@ -864,17 +884,37 @@ def _finish(
     *,
     result: dict[str, Any] | None = None,
     error: str | None = None,
+    reason: str | None = None,
 ) -> None:
+    """End a queued or running run with ``status`` (a skip with its ``reason``), and count it."""
+    now = utcnow()
     finished = session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status.in_((QUEUED, RUNNING)))
-        .values(status=status, result=result, error=error, finished_at=utcnow())
-        .returning(Run.schedule_name, Run.backfill_id)
+        .values(status=status, result=result, error=error, finished_at=now)
+        .returning(Run.job, Run.schedule_name, Run.backfill_id, Run.started_at)
     ).one_or_none()
+    if finished is not None:
+        _count_finished(session, finished, status, reason, now)
     # A backfill's runs are not the schedule's live ones: no streak, no release.
     if finished is not None and finished.schedule_name and finished.backfill_id is None:
         alerts.run_finished(session, run_id, finished.schedule_name, status, error)
         _release_waiting(session, finished.schedule_name)
+
+
+def _count_finished(
+    session: Session, finished: Any, status: str, reason: str | None, now: datetime
+) -> None:
+    key = run_stats.Key(finished.job, finished.schedule_name or "")
+    run_stats.count(session, key, run_stats.RUNS, status)
+    if status == SKIPPED:
+        run_stats.count(session, key, run_stats.SKIPS, reason or "other")
+    if status in (SUCCEEDED, FAILED) and finished.started_at is not None:
+        duration = (now - finished.started_at).total_seconds()
+        run_stats.observe(session, key, run_stats.DURATION, duration)
+    # A backfill's success is a past fire's: it does not say the schedule works now.
+    if status == SUCCEEDED and finished.backfill_id is None:
+        run_stats.moment(session, key, run_stats.LAST_SUCCESS, now)
 
 
 def _planning_error(exc: Exception) -> str:

@@ -34,6 +34,10 @@ from batch.models import ApiToken, User, UserSession
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 MIN_PASSWORD_LENGTH = 8
 TOKEN_BYTES = 32
+#: What a token opens: ``api`` the JSON API and /metrics, ``metrics`` only /metrics (a
+#: Prometheus server's token reads, and can change nothing).
+API_SCOPE, METRICS_SCOPE = "api", "metrics"
+TOKEN_SCOPES = (API_SCOPE, METRICS_SCOPE)
 #: A token's ``last_used_at`` and a session's ``last_seen_at`` are written at most this often.
 TOUCH_INTERVAL = timedelta(minutes=1)
 # Checked against when the user is unknown, so a wrong name costs as long as a wrong password.
@@ -50,6 +54,8 @@ class Account:
     last_used_at: datetime | None
     #: A user's live sessions (0 for a token).
     sessions: int = 0
+    #: A token's scope (TOKEN_SCOPES); "" for a user.
+    scope: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class Use:
 
     name: str
     record: Update | None = None
+    #: A token's scope (TOKEN_SCOPES); "" for a session.
+    scope: str = ""
 
 
 def _check_name(name: str) -> None:
@@ -175,7 +183,7 @@ _LIVE_SESSION = (
     .join(User, User.name == UserSession.user_name)
     .where(UserSession.id_hash == bindparam("id_hash"), UserSession.expires_at > bindparam("now"))
 )
-_TOKEN = select(ApiToken.name, ApiToken.last_used_at).where(
+_TOKEN = select(ApiToken.name, ApiToken.last_used_at, ApiToken.scope).where(
     ApiToken.token_hash == bindparam("token_hash")
 )
 
@@ -210,24 +218,30 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def add_token(core: Core, name: str) -> str:
-    """Create an API token called ``name``; returns the token (shown once, stored hashed)."""
+def add_token(core: Core, name: str, scope: str = API_SCOPE) -> str:
+    """Create an API token called ``name`` opening ``scope`` (TOKEN_SCOPES); returns the
+    token (shown once, stored hashed)."""
     _check_name(name)
+    if scope not in TOKEN_SCOPES:
+        raise UserError(f"unknown token scope {scope!r}: use one of {', '.join(TOKEN_SCOPES)}")
     token = secrets.token_urlsafe(TOKEN_BYTES)
     with core.transaction() as session:
         if session.get(ApiToken, name) is not None:
             raise Conflict(f"token {name!r} already exists")
-        session.add(ApiToken(name=name, token_hash=_token_hash(token)))
+        session.add(ApiToken(name=name, token_hash=_token_hash(token), scope=scope))
     return token
 
 
 def list_tokens(core: Core) -> list[Account]:
     """Every API token by name (never the token, nor its hash)."""
-    query = select(ApiToken.name, ApiToken.created_at, ApiToken.last_used_at).order_by(
-        ApiToken.name
-    )
+    query = select(
+        ApiToken.name, ApiToken.created_at, ApiToken.last_used_at, ApiToken.scope
+    ).order_by(ApiToken.name)
     with core.reading() as session:
-        return [Account(*row) for row in session.execute(query)]
+        return [
+            Account(name, created, used, scope=scope)
+            for name, created, used, scope in session.execute(query)
+        ]
 
 
 def remove_token(core: Core, name: str) -> None:
@@ -252,7 +266,7 @@ def find_token(core: Core, token: str) -> Use | None:
             .where(ApiToken.name == row.name, _stale(ApiToken.last_used_at, now))
             .values(last_used_at=now)
         )
-    return Use(row.name, record)
+    return Use(row.name, record, scope=row.scope)
 
 
 def record_use(core: Core, use: Use) -> None:

@@ -76,16 +76,19 @@ def test_a_new_password_from_the_command_line_ends_sessions(core: Core) -> None:
 
 def test_tokens_list_and_remove(core: Core) -> None:
     secret = users.add_token(core, "ci")
-    users.add_token(core, "reports")
+    code, out, err = cli(core, "tokens", "add", "reports", "--scope", "metrics")
+    assert (code, err, len(out.strip())) == (0, "", 43)
     use = users.find_token(core, secret)
-    assert use is not None and use.name == "ci"
+    assert use is not None and (use.name, use.scope) == ("ci", "api")
+    assert users.find_token(core, out.strip()).scope == "metrics"
     users.record_use(core, use)  # as the API does after a request it accepted
     code, out, err = cli(core, "tokens", "list")
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].split() == ["NAME", "CREATED", "LAST", "USED"]
+    assert lines[0].split() == ["NAME", "CREATED", "LAST", "USED", "SCOPE"]
     assert [line.split()[0] for line in lines[1:]] == ["ci", "reports"]
-    assert len(lines[1].split()) == 7 and lines[2].split()[3:] == ["UTC", "-"]
+    assert len(lines[1].split()) == 8 and lines[1].split()[-1] == "api"
+    assert lines[2].split()[3:] == ["UTC", "-", "metrics"]
     assert secret not in out
     with core.reading() as session:
         assert session.get_one(ApiToken, "ci").token_hash not in out
@@ -107,6 +110,13 @@ def test_removing_what_is_not_there_is_one_line(core: Core, args: list[str], mes
     users.add_token(core, "ci")
     assert cli(core, *args) == (2, "", message)
     assert count(core, User) == count(core, ApiToken) == 1
+
+
+def test_a_token_scope_must_be_known(core: Core) -> None:
+    code, out, err = cli(core, "tokens", "add", "ci", "--scope", "admin")
+    assert (code, out) == (2, "")
+    assert "'admin' is not one of 'api', 'metrics'" in err
+    assert count(core, ApiToken) == 0
 
 
 def test_lists_of_nothing_are_empty(core: Core) -> None:

@@ -57,17 +57,24 @@ def tokens_group() -> None:
 
 @tokens_group.command("add")
 @click.argument("name")
+@click.option(
+    "--scope",
+    type=click.Choice(users.TOKEN_SCOPES),
+    default=users.API_SCOPE,
+    show_default=True,
+    help="api: the JSON API and /metrics; metrics: only /metrics (for Prometheus).",
+)
 @pass_context
-def tokens_add(ctx: Context, name: str) -> None:
+def tokens_add(ctx: Context, name: str, scope: str) -> None:
     """Create API token NAME and print it once (only its hash is stored)."""
-    token = users.add_token(ctx.core, name)
+    token = users.add_token(ctx.core, name, scope)
     click.echo(token)
 
 
 @tokens_group.command("list")
 @pass_context
 def tokens_list(ctx: Context) -> None:
-    """Every API token: created, last used (never the token)."""
+    """Every API token: created, last used, scope (never the token)."""
     _echo_accounts(users.list_tokens(ctx.core), "LAST USED", sessions=False)
 
 
@@ -84,13 +91,15 @@ def _echo_accounts(accounts: list[users.Account], last: str, *, sessions: bool) 
     if not accounts:
         return
     width = max(len("NAME"), *(len(account.name) for account in accounts))
-    rows = [("NAME", "CREATED", last, "SESSIONS")]
+    rows = [("NAME", "CREATED", last, "SESSIONS" if sessions else "SCOPE")]
     for account in accounts:
         used = show_utc(account.last_used_at)
         created = show_utc(account.created_at)
-        rows.append((account.name, created, used, str(account.sessions)))
-    for name, created, used, count in rows:
-        line = f"{name:<{width}}  {created:<23}  {used:<23}  {count if sessions else ''}"
+        rows.append(
+            (account.name, created, used, str(account.sessions) if sessions else account.scope)
+        )
+    for name, created, used, last_column in rows:
+        line = f"{name:<{width}}  {created:<23}  {used:<23}  {last_column}"
         click.echo(line.rstrip())
 
 

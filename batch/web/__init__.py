@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["batch_core"] = core
     app.extensions["batch_celery"] = create_celery(settings, core)
 
-    from batch.web import api, auth, backfills, overview, results, runs, schedules
+    from batch.web import api, auth, backfills, metrics, overview, results, runs, schedules
     from batch.web.headers import add_security_headers
 
     app.session_interface = auth.CheckedSessionInterface()
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(auth.authenticate)
     app.after_request(auth.record_use)
     app.after_request(add_security_headers)
-    for module in (auth, overview, schedules, backfills, runs, results, api):
+    for module in (auth, overview, schedules, backfills, runs, results, api, metrics):
         app.register_blueprint(module.blueprint)
     app.add_url_rule("/healthz", "healthz", healthz)
     app.jinja_env.globals["has_endpoint"] = lambda endpoint: endpoint in app.view_functions

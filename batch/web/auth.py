@@ -28,6 +28,7 @@ from batch import users
 from batch.constants import LOGIN_ATTEMPTS_KEY_PREFIX
 from batch.exceptions import NotFound
 from batch.web import current_core
+from batch.web.metrics import METRICS_PATH
 
 blueprint = Blueprint("auth", __name__)
 
@@ -94,7 +95,7 @@ def authenticate() -> Any:
         raise request.routing_exception
     if request.endpoint in OPEN_ENDPOINTS:
         return None
-    if request.path.startswith("/api/"):
+    if request.path.startswith("/api/") or request.path == METRICS_PATH:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         use = users.find_token(current_core(), token) if scheme == "Bearer" and token else None
@@ -102,6 +103,10 @@ def authenticate() -> Any:
             response = jsonify(error="authentication required: Authorization: Bearer <token>")
             response.status_code = 401
             response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        if use.scope != users.API_SCOPE and request.path != METRICS_PATH:
+            response = jsonify(error=f"token {use.name!r} may only read {METRICS_PATH}")
+            response.status_code = 403
             return response
         g.use = use
         g.actor = f"api:{use.name}"
