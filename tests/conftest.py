@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from celery import Celery
 from flask import Flask
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 
-from batch import migrate, users
+from batch import migrate, run_stats, users
 from batch.celery_app import close_celery, create_celery
 from batch.core import Core
+from batch.db import utcnow
 from batch.models import (
     FINISHED_STATES,
     Alert,
@@ -26,6 +30,7 @@ from batch.models import (
     Order,
     Run,
     RunChunk,
+    RunStat,
     Schedule,
     User,
 )
@@ -77,7 +82,7 @@ def core(migrated: Settings) -> Iterator[Core]:
     core = Core(migrated)
     with core.transaction() as session:
         tables = (AlertDelivery, AlertEvent, Alert, RunChunk, Run, Backfill, AuditEntry, Schedule)
-        for model in (*tables, Order, User, ApiToken):
+        for model in (*tables, RunStat, Order, User, ApiToken):
             session.execute(delete(model))
     yield core
     core.dispose()
@@ -124,6 +129,43 @@ def own_database(directory: Path) -> str:
     url = f"sqlite:///{directory / 'lab.db'}"
     migrate.upgrade(url)
     return url
+
+
+def run_totals(core: Core, job: str) -> Counter[tuple[str, str]]:
+    """The runs of ``job`` counted for /metrics (run_stats): (schedule, status) -> runs."""
+    with core.reading() as session:
+        totals = run_stats.read(session)
+    return Counter(
+        {
+            (key.schedule, label): int(value)
+            for key, of in totals.items()
+            if key.job == job
+            for (series, label), value in of.counts.items()
+            if series == run_stats.RUNS
+        }
+    )
+
+
+def runs_ended(core: Core, job: str, since: datetime) -> Counter[tuple[str, str]]:
+    """The runs of ``job`` made since ``since`` that ended, in SQL: (schedule, status) -> runs."""
+    query = (
+        select(Run.schedule_name, Run.status, func.count())
+        .where(Run.job == job, Run.created_at >= since, Run.status.in_(FINISHED_STATES))
+        .group_by(Run.schedule_name, Run.status)
+    )
+    with core.reading() as session:
+        return Counter(
+            {(schedule or "", status): n for schedule, status, n in session.execute(query)}
+        )
+
+
+@contextmanager
+def each_end_counted_once(core: Core, job: str) -> Iterator[None]:
+    """Around a lab's test: each run of ``job`` that ended meanwhile is counted once in the
+    /metrics totals, by schedule and status, whatever the test killed or redelivered."""
+    before, since = run_totals(core, job), utcnow()
+    yield
+    assert run_totals(core, job) - before == runs_ended(core, job, since)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from batch.lab import Lab, wait_until
 from batch.models import Backfill, Run, Schedule
 from batch.processes import start_beat, stop_process
 from batch.runs import scheduled_run_id
-from tests.conftest import ROOT, own_database, wait_for_run
+from tests.conftest import ROOT, each_end_counted_once, own_database, wait_for_run
 from tests.test_engine import expected_sum
 
 MINUTE = timedelta(minutes=1)
@@ -165,7 +165,8 @@ def lab(core: Core, tmp_path: Path) -> Iterator[Lab]:
         queues=(OWN, "reports", "cleanups"), database_url=own_database(tmp_path),
     )  # fmt: skip
     try:
-        yield lab
+        with each_end_counted_once(lab.core, "tests.sum_squares"):
+            yield lab
     finally:
         lab.close()
 

@@ -23,7 +23,7 @@ from batch.constants import TASK_START_RUN
 from batch.lab import Lab, wait_until
 from batch.models import CANCELLED, PENDING, RUNNING, Run, RunChunk
 from batch.runs import scheduled_run_id
-from tests.conftest import ROOT, own_database, wait_for_run
+from tests.conftest import ROOT, each_end_counted_once, own_database, wait_for_run
 from tests.test_engine import expected_sum
 
 QUEUE, LATER = "overlap", "overlap-later"
@@ -40,7 +40,8 @@ def lab(core, tmp_path: Path) -> Iterator[Lab]:  # noqa: ANN001 - the suite's co
         queues=(QUEUE, LATER, "reports", "cleanups"), database_url=own_database(tmp_path),
     )  # fmt: skip
     try:
-        yield lab
+        with each_end_counted_once(lab.core, JOB):
+            yield lab
     finally:
         lab.close()
 

@@ -19,6 +19,7 @@ from batch.models import (
     Backfill,
     Run,
     RunChunk,
+    RunStat,
     Schedule,
     ScheduleChange,
     User,
@@ -33,7 +34,8 @@ FIELD_ERROR = re.compile(
 
 #: The tables a request can write: the accounts too, down to when each was last used.
 STORED = (
-    Schedule, ScheduleChange, Run, RunChunk, Backfill, AuditEntry, User, ApiToken, UserSession,
+    Schedule, ScheduleChange, Run, RunChunk, RunStat, Backfill, AuditEntry, User, ApiToken,
+    UserSession,
 )  # fmt: skip
 
 
