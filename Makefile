@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser run test test-production lint format bench bench-beat bench-faults bench-alerts bench-backfill clean
+.PHONY: install browser run test test-production lint format bench bench-beat bench-faults bench-alerts bench-backfill bench-metrics clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-alerts: install  ## a soak of schedules on time (false alerts), then beat 
 
 bench-backfill: install  ## a year of an hourly schedule backfilled: exact, no duplicates, live fires on time
 	$(BIN)/python bench/backfill.py
+
+bench-metrics: install  ## a /metrics scrape at 10,000 schedules, each histogram grouping
+	for grouping in schedule job off; do $(BIN)/python bench/metrics.py --histograms $$grouping; done
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

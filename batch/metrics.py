@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from celery import Celery
@@ -31,7 +32,7 @@ from batch import capacity, health, queries, redis_broker, run_stats
 from batch.core import Core
 from batch.db import utcnow
 from batch.models import GOING_STATES, Alert, Backfill, Run, Schedule
-from batch.run_stats import DURATION, LAST_FIRE, LAST_SUCCESS, LATENESS, RUNS
+from batch.run_stats import DURATION, LAST_FIRE, LAST_SUCCESS, LATENESS, RUNS, Key, Totals
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,14 +56,21 @@ class BatchCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         started = time.monotonic()
         with self.core.reading() as session:
-            queues = _schedule_queues(self.core, session)
-            yield from _schedule_metrics(session, queues)
-            yield from _run_metrics(session, set(queues))
-        redis_up = yield from _redis_metrics(self.core, self.celery, list(queues))
+            schedule_queues = _schedule_queues(self.core, session)
+            yield from _schedule_metrics(session, schedule_queues)
+            histograms = self.core.settings.metrics_histograms
+            yield from _run_metrics(session, set(schedule_queues), histograms)
+        state = _down_or(lambda: _read_redis(self.core, self.celery))
+        yield _gauge(
+            "batch_redis_up", "1 if Redis answered this scrape, else 0.", value=int(bool(state))
+        )
         settings = self.core.settings
+        if state is not None:
+            prefix = self.celery.redbeat_conf.key_prefix  # type: ignore[attr-defined]
+            yield from _redis_metrics(state, prefix, schedule_queues, settings.queues)
         broker_is_redis = settings.effective_broker_url == settings.redis_url
         # Redis that did not answer is not asked again as the broker: one timeout a scrape.
-        yield from _broker_metrics(self.core, self.celery, redis_up or not broker_is_redis)
+        yield from _broker_metrics(self.core, self.celery, ask=bool(state) or not broker_is_redis)
         yield _gauge(
             "batch_scrape_duration_seconds",
             "How long reading these metrics took.",
@@ -142,7 +150,7 @@ def _schedule_metrics(session: Session, queues: dict[str, str]) -> Iterator[Metr
     )
 
 
-def _run_metrics(session: Session, schedules: set[str]) -> Iterator[Metric]:
+def _run_metrics(session: Session, schedules: set[str], histograms: str) -> Iterator[Metric]:
     runs = CounterMetricFamily(
         "batch_runs",
         "Runs ended, by final status (a retried run counts each time it ends).",
@@ -153,33 +161,25 @@ def _run_metrics(session: Session, schedules: set[str]) -> Iterator[Metric]:
         "Fires skipped, by reason: disabled, missed (catch_up = skip), deadline, overlap.",
         labels=[*RUN_LABELS, "reason"],
     )
-    lateness = HistogramMetricFamily(
-        "batch_fire_lateness_seconds",
-        "From a fire's time to its run's start on a worker (fires that started).",
-        labels=RUN_LABELS,
-    )
-    duration = HistogramMetricFamily(
-        "batch_run_duration_seconds",
-        "From a run's start to its end, for runs that succeeded or failed.",
-        labels=RUN_LABELS,
-    )
     last_fire: dict[str, float] = {}
     last_success: dict[str, float] = {}
-    for key, totals in sorted(run_stats.read(session).items()):
-        if key.schedule and key.schedule not in schedules:
-            continue  # a deleted schedule's
+    # A deleted schedule's totals stay in SQL, and leave /metrics.
+    live = [
+        (key, totals)
+        for key, totals in sorted(run_stats.read(session).items())
+        if not key.schedule or key.schedule in schedules
+    ]
+    for key, totals in live:
         labels = [key.schedule, key.job]
         for (series, label), value in sorted(totals.counts.items()):
             (runs if series == RUNS else skips).add_metric([*labels, label], value)
-        for family, series in ((lateness, LATENESS), (duration, DURATION)):
-            if series in totals.buckets:
-                buckets = [(floatToGoString(float(le)), n) for le, n in totals.cumulative(series)]
-                family.add_metric(labels, buckets, totals.sums.get(series, 0))
         for moments, series in ((last_fire, LAST_FIRE), (last_success, LAST_SUCCESS)):
             if key.schedule and series in totals.moments:
                 at = totals.moments[series]
                 moments[key.schedule] = max(at, moments.get(key.schedule, at))
-    yield from (runs, skips, lateness, duration)
+    yield from (runs, skips)
+    if histograms != "off":
+        yield from _histograms(live, by_job=histograms == "job")
     yield _by_schedule(
         "batch_schedule_last_fire_timestamp_seconds",
         "The fire time of the schedule's latest fire that reached a worker.",
@@ -192,6 +192,29 @@ def _run_metrics(session: Session, schedules: set[str]) -> Iterator[Metric]:
     )
 
 
+def _histograms(live: list[tuple[Key, Totals]], *, by_job: bool) -> Iterator[Metric]:
+    """Fire lateness and run duration, per schedule and job, or per job alone."""
+    groups: dict[tuple[str, ...], Totals] = {}
+    for key, totals in live:
+        if by_job:
+            groups.setdefault((key.job,), Totals()).add_histograms(totals)
+        else:
+            groups[(key.schedule, key.job)] = totals
+    labels = ["batch_job"] if by_job else RUN_LABELS
+    for name, series, doc in (
+        ("batch_fire_lateness_seconds", LATENESS,
+         "From a fire's time to its run's start on a worker (fires that started)."),
+        ("batch_run_duration_seconds", DURATION,
+         "From a run's start to its end, for runs that succeeded or failed."),
+    ):  # fmt: skip
+        family = HistogramMetricFamily(name, doc, labels=labels)
+        for group, totals in groups.items():
+            if series in totals.buckets:
+                buckets = [(floatToGoString(float(le)), n) for le, n in totals.cumulative(series)]
+                family.add_metric(list(group), buckets, totals.sums.get(series, 0))
+        yield family
+
+
 def _by_schedule(name: str, doc: str, values: Iterable[tuple[str, float]]) -> Metric:
     family = _gauge(name, doc, labels=["schedule"])
     for schedule, value in values:
@@ -199,30 +222,37 @@ def _by_schedule(name: str, doc: str, values: Iterable[tuple[str, float]]) -> Me
     return family
 
 
-def _redis_metrics(
-    core: Core, celery: Celery, schedules: list[str]
-) -> Generator[Metric, None, bool]:
-    """What Redis holds: next fires, workers, beat's health (and the queues on a Redis
-    broker); ``batch_redis_up`` 0 and nothing else when it does not answer."""
+@dataclass(frozen=True)
+class RedisState:
+    """What a scrape reads from Redis, in one go."""
+
+    #: (RedBeat entry key, due time) for every entry in RedBeat's sorted set.
+    due: list[tuple[Any, float]]
+    workers: dict[str, dict[str, Any]]
+    beat: health.BeatHealth
+
+
+def _read_redis(core: Core, celery: Celery) -> RedisState:
     conf: Any = celery.redbeat_conf
-    due = _down_or(lambda: core.redis.zrange(conf.schedule_key, 0, -1, withscores=True))
-    yield _gauge(
-        "batch_redis_up", "1 if Redis answered this scrape, else 0.", value=int(due is not None)
+    return RedisState(
+        due=core.redis.zrange(conf.schedule_key, 0, -1, withscores=True),
+        workers=capacity.online_workers(core.redis),
+        beat=health.read(core.redis),
     )
-    if due is None:
-        return False
-    known, prefix = set(schedules), conf.key_prefix
-    next_fires = (
-        (name, score)
-        for key, score in due
-        if (name := queries.as_text(key).removeprefix(prefix)) in known
-    )
+
+
+def _redis_metrics(
+    state: RedisState, key_prefix: str, schedules: Iterable[str], queues: Iterable[str]
+) -> Iterator[Metric]:
+    """Next fires, workers online, beat's health."""
+    known = set(schedules)
+    names = ((queries.as_text(key).removeprefix(key_prefix), score) for key, score in state.due)
     yield _by_schedule(
         "batch_schedule_next_fire_timestamp_seconds",
         "When beat fires the schedule next (RedBeat's due time; enabled schedules only).",
-        sorted(next_fires),
+        sorted((name, score) for name, score in names if name in known),
     )
-    workers = capacity.online_workers(core.redis)
+    workers = state.workers
     yield _gauge("batch_workers_online", "Worker nodes online.", value=len(workers))
     per_queue = _gauge(
         "batch_queue_workers_online",
@@ -234,13 +264,12 @@ def _redis_metrics(
         "Worker processes (concurrency summed over nodes) that consume the queue.",
         labels=["queue"],
     )
-    for queue in core.settings.queues:
+    for queue in queues:
         serving = [node for node in workers.values() if queue in node["queues"]]
         per_queue.add_metric([queue], len(serving))
         processes.add_metric([queue], sum(node["concurrency"] for node in serving))
     yield from (per_queue, processes)
-    yield from _beat_metrics(health.read(core.redis))
-    return True
+    yield from _beat_metrics(state.beat)
 
 
 def _beat_metrics(beat: health.BeatHealth) -> Iterator[Metric]:
@@ -261,7 +290,7 @@ def _beat_metrics(beat: health.BeatHealth) -> Iterator[Metric]:
             yield _gauge(name, doc, value=at.timestamp())
 
 
-def _broker_metrics(core: Core, celery: Celery, ask: bool) -> Iterator[Metric]:
+def _broker_metrics(core: Core, celery: Celery, *, ask: bool) -> Iterator[Metric]:
     """Messages waiting per queue (Redis or RabbitMQ), and the oldest one's age (Redis)."""
     lengths = _down_or(lambda: queries.broker_queue_lengths(celery)) if ask else None
     yield _gauge(

@@ -45,14 +45,39 @@ def count(session: Session, key: Key, series: str, label: str, runs: int = 1) ->
 
 def observe(session: Session, key: Key, series: str, seconds: float) -> None:
     """One observation of the ``LATENESS`` or ``DURATION`` histogram."""
-    seconds = max(seconds, 0.0)
-    bucket = next((str(b) for b in BUCKETS[series] if seconds <= b), INF)
-    _add(session, [(key, series, bucket, 1.0), (key, f"{series}_sum", "", seconds)])
+    _add(session, _observation(key, series, seconds))
 
 
 def moment(session: Session, key: Key, series: str, at: datetime) -> None:
     """``LAST_FIRE`` or ``LAST_SUCCESS`` is ``at``, unless it already is later."""
     _add(session, [(key, series, "", at.timestamp())])
+
+
+def ended(
+    session: Session,
+    key: Key,
+    status: str,
+    *,
+    reason: str | None = None,
+    duration: float | None = None,
+    succeeded_at: datetime | None = None,
+) -> None:
+    """A run ended with ``status``: counted, with its skip ``reason``, its ``duration``
+    observed, and ``succeeded_at`` as the last success; in one statement."""
+    rows = [(key, RUNS, status, 1.0)]
+    if reason is not None:
+        rows.append((key, SKIPS, reason, 1.0))
+    if duration is not None:
+        rows += _observation(key, DURATION, duration)
+    if succeeded_at is not None:
+        rows.append((key, LAST_SUCCESS, "", succeeded_at.timestamp()))
+    _add(session, rows)
+
+
+def _observation(key: Key, series: str, seconds: float) -> list[tuple[Key, str, str, float]]:
+    seconds = max(seconds, 0.0)
+    bucket = next((str(b) for b in BUCKETS[series] if seconds <= b), INF)
+    return [(key, series, bucket, 1.0), (key, f"{series}_sum", "", seconds)]
 
 
 def _add(session: Session, rows: list[tuple[Key, str, str, float]]) -> None:
@@ -83,6 +108,15 @@ class Totals:
     buckets: dict[str, dict[str, float]] = field(default_factory=dict)
     sums: dict[str, float] = field(default_factory=dict)
     moments: dict[str, float] = field(default_factory=dict)
+
+    def add_histograms(self, other: Totals) -> None:
+        """Add ``other``'s histograms to these (totals of several schedules of a job)."""
+        for series, buckets in other.buckets.items():
+            mine = self.buckets.setdefault(series, {})
+            for bound, count in buckets.items():
+                mine[bound] = mine.get(bound, 0.0) + count
+        for series, value in other.sums.items():
+            self.sums[series] = self.sums.get(series, 0.0) + value
 
     def cumulative(self, series: str) -> list[tuple[str, float]]:
         """The histogram's buckets as Prometheus wants them: (le, observations <= le)."""

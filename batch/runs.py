@@ -905,16 +905,18 @@ def _finish(
 def _count_finished(
     session: Session, finished: Any, status: str, reason: str | None, now: datetime
 ) -> None:
-    key = run_stats.Key(finished.job, finished.schedule_name or "")
-    run_stats.count(session, key, run_stats.RUNS, status)
-    if status == SKIPPED:
-        run_stats.count(session, key, run_stats.SKIPS, reason or "other")
-    if status in (SUCCEEDED, FAILED) and finished.started_at is not None:
-        duration = (now - finished.started_at).total_seconds()
-        run_stats.observe(session, key, run_stats.DURATION, duration)
-    # A backfill's success is a past fire's: it does not say the schedule works now.
-    if status == SUCCEEDED and finished.backfill_id is None:
-        run_stats.moment(session, key, run_stats.LAST_SUCCESS, now)
+    started = finished.started_at
+    run_stats.ended(
+        session,
+        run_stats.Key(finished.job, finished.schedule_name or ""),
+        status,
+        reason=(reason or "other") if status == SKIPPED else None,
+        duration=(now - started).total_seconds()
+        if status in (SUCCEEDED, FAILED) and started is not None
+        else None,
+        # A backfill's success is a past fire's: it does not say the schedule works now.
+        succeeded_at=now if status == SUCCEEDED and finished.backfill_id is None else None,
+    )
 
 
 def _planning_error(exc: Exception) -> str:

@@ -130,6 +130,10 @@ def remove_services_file(path: Path = SERVICES_FILE) -> None:
         path.unlink(missing_ok=True)
 
 
+#: How /metrics groups its histograms (BATCH_METRICS_HISTOGRAMS).
+METRICS_HISTOGRAMS = ("schedule", "job", "off")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Every setting of batch with its default; see docs/configuration.md."""
@@ -169,6 +173,8 @@ class Settings:
     beat_silent_seconds: int = 60
     no_worker_alert_seconds: int = 60
     queue_age_alert_seconds: int = 900
+    #: /metrics' histograms: one per ``schedule`` (and job), one per ``job``, or ``off``.
+    metrics_histograms: str = "schedule"
 
     def __post_init__(self) -> None:
         check_queue_names(self.queues)
@@ -180,6 +186,11 @@ class Settings:
             raise ValueError("BATCH_SESSION_HOURS must be at least 1")
         if self.proxy_count < 0:
             raise ValueError("BATCH_PROXY_COUNT must be 0 or more")
+        if self.metrics_histograms not in METRICS_HISTOGRAMS:
+            raise ValueError(
+                f"BATCH_METRICS_HISTOGRAMS must be one of {', '.join(METRICS_HISTOGRAMS)},"
+                f" not {self.metrics_histograms!r}"
+            )
 
     @property
     def effective_broker_url(self) -> str:
@@ -270,4 +281,5 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "beat_silent_seconds": ("BATCH_BEAT_SILENT_SECONDS", int, str),
     "no_worker_alert_seconds": ("BATCH_NO_WORKER_ALERT_SECONDS", int, str),
     "queue_age_alert_seconds": ("BATCH_QUEUE_AGE_ALERT_SECONDS", int, str),
+    "metrics_histograms": ("BATCH_METRICS_HISTOGRAMS", str, str),
 }

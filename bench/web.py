@@ -219,6 +219,33 @@ def web_command(port: int) -> list[str]:
     return [str(Path(sys.executable).parent / words[0]), *words[1:]]
 
 
+def migrated_settings(redis_url: str, database_url: str) -> Settings:
+    """Settings for a bench's web process, the database migrated."""
+    settings = Settings(
+        redis_url=redis_url, database_url=database_url, secret_key="bench-secret-key-0123456789"
+    )
+    migrate.upgrade(settings.database_url)
+    return settings
+
+
+def start_web(settings: Settings) -> tuple[subprocess.Popen, int]:
+    """The Procfile's web process on a free port, once /healthz answers; and the port."""
+    port = free_port()
+    env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(ROOT)}
+    web = subprocess.Popen(web_command(port), env=env, cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if Client(port, "").get("/healthz")[0] == 200:
+                return web, port
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process(web)
+            raise RuntimeError("the web process did not start")
+        time.sleep(0.2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
@@ -231,12 +258,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="batch-web-bench-") as tmp:
         workdir = Path(tmp)
         redis = start_private_redis(workdir / "redis")
-        settings = Settings(
-            redis_url=redis.url,
-            database_url=args.database_url or f"sqlite:///{workdir / 'web.db'}",
-            secret_key="bench-secret-key-0123456789",
-        )
-        migrate.upgrade(settings.database_url)
+        settings = migrated_settings(redis.url, args.database_url or f"sqlite:///{workdir}/web.db")
         core = Core(settings)
         started = time.perf_counter()
         sample = seed_runs(core, args.runs)
@@ -247,26 +269,8 @@ def main() -> None:
         print(f"seeded {args.schedules:,} schedules")
         users.add_user(core, "bench", "bench-password")
         core.dispose()
-        port = free_port()
-        env = {
-            **os.environ,
-            "REDIS_URL": settings.redis_url,
-            "DATABASE_URL": settings.database_url,
-            "SECRET_KEY": settings.secret_key,
-            "PYTHONPATH": str(ROOT),
-        }
-        web = subprocess.Popen(web_command(port), env=env, cwd=ROOT)
+        web, port = start_web(settings)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if Client(port, "").get("/healthz")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the web process did not start")
-                time.sleep(0.2)
             cookie = sign_in(port, "bench", "bench-password")
             pages = {
                 "healthz (baseline)": ["/healthz"],

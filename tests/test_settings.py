@@ -91,3 +91,11 @@ def test_every_setting_has_one_variable_and_goes_there_and_back() -> None:
     )  # fmt: skip
     assert Settings.from_env(settings.as_env(), services_file=None) == settings
     assert Settings.from_env({"BATCH_QUEUES": " "}, services_file=None).queues == DEFAULT_QUEUES
+
+
+def test_metrics_histograms_take_one_of_three_groupings() -> None:
+    env = {"BATCH_METRICS_HISTOGRAMS": "job"}
+    assert Settings.from_env(env, services_file=None).metrics_histograms == "job"
+    assert Settings().metrics_histograms == "schedule"
+    with pytest.raises(ValueError, match="must be one of schedule, job, off, not 'queue'"):
+        Settings.from_env({"BATCH_METRICS_HISTOGRAMS": "queue"}, services_file=None)

@@ -4,6 +4,7 @@ what SQL and Redis say, read independently here (runs through a real worker)."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from batch import capacity, health, runs, schedules, users
+from batch import capacity, health, run_stats, runs, schedules, users
 from batch.celery_app import close_celery
 from batch.constants import TASK_START_RUN
 from batch.core import Core
@@ -173,16 +174,8 @@ def test_queues_workers_and_beat_equal_what_redis_says(
 
 
 def test_a_scrape_with_redis_away_still_answers_from_sql(core: Core, api_token: str) -> None:
-    from batch.web import create_app
-
     gone = f"redis://127.0.0.1:{free_port()}/0"
-    app = create_app(dataclasses.replace(core.settings, redis_url=gone, broker_url=gone))
-    try:
-        client = app.test_client()
-        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_token}"
-        samples = scrape(client)
-    finally:
-        close_celery(app.extensions["batch_celery"])
+    samples = scrape_with(core, api_token, redis_url=gone, broker_url=gone)
     assert (of(samples, "batch_redis_up"), of(samples, "batch_broker_up")) == (0, 0)
     assert not any(name == "batch_workers_online" for name, _ in samples)
     assert of(samples, "batch_scrape_duration_seconds") is not None
@@ -198,3 +191,62 @@ def test_a_metrics_token_reads_metrics_and_nothing_else(app: Flask, core: Core) 
             403,
             {"error": "token 'prom' may only read /metrics"},
         )
+
+
+def test_histograms_per_job_or_off_for_many_schedules(
+    core: Core, celery_app: Celery, api_token: str
+) -> None:
+    for name in ("sums-a", "sums-b"):
+        data = {"name": name, "job": SUMS, "params": {}, "interval_seconds": 60}
+        spec = schedules.validate_schedule(core, data)
+        schedules.save_schedule(core, celery_app, spec, actor="test", mode="create")
+    observed = {"sums-a": [0.3, 4.0], "sums-b": [50.0], "": [0.7]}
+    with core.transaction() as session:
+        for schedule, seconds in observed.items():
+            for value in seconds:
+                key = run_stats.Key(SUMS, schedule)
+                run_stats.observe(session, key, run_stats.LATENESS, value)
+                run_stats.ended(session, key, "succeeded", duration=value * 2)
+    by_schedule = scrape_with(core, api_token, metrics_histograms="schedule")
+    labels = {"schedule": "sums-a", "batch_job": SUMS}
+    assert of(by_schedule, "batch_fire_lateness_seconds_count", **labels) == 2
+    assert of(by_schedule, "batch_fire_lateness_seconds_sum", **labels) == 4.3
+
+    by_job = scrape_with(core, api_token, metrics_histograms="job")
+    assert of(by_job, "batch_fire_lateness_seconds_count", **labels) is None
+    job = {"batch_job": SUMS}
+    assert of(by_job, "batch_fire_lateness_seconds_count", **job) == 4
+    assert of(by_job, "batch_fire_lateness_seconds_sum", **job) == pytest.approx(55.0)
+    assert of(by_job, "batch_fire_lateness_seconds_bucket", **job, le="0.5") == 1
+    assert of(by_job, "batch_fire_lateness_seconds_bucket", **job, le="5.0") == 3
+    assert of(by_job, "batch_run_duration_seconds_sum", **job) == pytest.approx(110.0)
+    # Counters stay per schedule whatever the histograms do.
+    assert of(by_job, "batch_runs_total", **labels, status="succeeded") == 2
+
+    off = scrape_with(core, api_token, metrics_histograms="off")
+    assert not any(name.startswith("batch_fire_lateness") for name, _ in off)
+    assert of(off, "batch_runs_total", **labels, status="succeeded") == 2
+
+
+def scrape_with(core: Core, token: str, **changes: Any) -> Samples:
+    """A scrape of an app of the suite's settings with ``changes``."""
+    from batch.web import create_app
+
+    app = create_app(dataclasses.replace(core.settings, **changes))
+    try:
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        return scrape(client)
+    finally:
+        close_celery(app.extensions["batch_celery"])
+
+
+def test_a_scrape_asking_for_gzip_gets_it(api: FlaskClient) -> None:
+    plain = api.get("/metrics")
+    packed = api.get("/metrics", headers={"Accept-Encoding": "gzip, deflate"})
+    assert "Content-Encoding" not in plain.headers
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in packed.headers["Vary"]
+    text = gzip.decompress(packed.get_data()).decode()
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert {"batch_runs", "batch_schedule_info", "batch_redis_up"} <= names
