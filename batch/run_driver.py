@@ -2,7 +2,7 @@
 
 - **Backfills** (batch/backfills.py): each running backfill is topped up (``advance``) to its
   ``max_running``.
-- **Buffered fires** (``overlap = "buffer_one"``, batch/runs.py): a waiting fire is released
+- **Buffered fires** (``overlap = "buffer_one"``, batch/overlap.py): a waiting fire is released
   (queued) in the transaction that ends its schedule's run; its start message is sent here.
   A waiting fire whose schedule has nothing going any more is released here too.
 
@@ -24,14 +24,47 @@ from batch import runs
 from batch.backfills import GOING, advance
 from batch.constants import RUN_DRIVER_LOCK_KEY
 from batch.core import Core
-from batch.models import Backfill
+from batch.models import QUEUED, WAITING, Backfill, Run, Schedule
 from batch.node_lock import LockedLoop, NodeLoopStep
+from batch.overlap import BUFFER_ONE
+from batch.run_ends import release_waiting
 
 #: How often the driver looks, and how often while a backfill runs.
 IDLE_INTERVAL_SECONDS = 0.5
 ACTIVE_INTERVAL_SECONDS = 0.05
+#: Released fires whose start the driver sends per look, at most.
+RELEASED_PER_LOOK = 100
 #: The driver's lock outlives a stuck pass by this much before another node takes over.
 DRIVER_LOCK_SECONDS = 10.0
+
+
+def start_released(core: Core, celery: Celery) -> int:
+    """The run driver's part for buffered fires: release the waiting fires whose schedule has
+    nothing going any more (its run ended some other way), then send the start of each
+    released fire of a buffer_one schedule with no start sent yet; how many were sent."""
+    with core.reading() as session:
+        waiting = session.scalars(
+            select(Run.schedule_name).where(Run.status == WAITING).distinct()
+        ).all()
+    if waiting:
+        with core.transaction() as session:
+            for schedule in waiting:
+                if schedule is not None:
+                    release_waiting(session, schedule)
+    buffered = select(Schedule.name).where(Schedule.overlap == BUFFER_ONE)
+    with core.reading() as session:
+        released = session.scalars(
+            select(Run)
+            .where(
+                Run.status == QUEUED,
+                Run.sent_at.is_(None),
+                Run.backfill_id.is_(None),
+                Run.schedule_name.in_(buffered),
+            )
+            .order_by(Run.created_at)
+            .limit(RELEASED_PER_LOOK)
+        ).all()
+    return sum(runs.send_start_again(core, celery, run) for run in released)
 
 
 def running_backfills(session: Session) -> list[int]:
@@ -55,7 +88,7 @@ class RunDriver(LockedLoop):
 
     def work(self) -> int:
         """Send the released fires, top up each running backfill; the runs sent."""
-        sent = runs.start_released(self.core, self.celery)
+        sent = start_released(self.core, self.celery)
         with self.core.reading() as session:
             ids = running_backfills(session)
         self.interval = ACTIVE_INTERVAL_SECONDS if ids else IDLE_INTERVAL_SECONDS

@@ -9,7 +9,6 @@ import logging
 import time
 import traceback
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +18,7 @@ from celery import Celery, Signature, chord
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from batch import alerts, capacity, queries, run_stats, storable
+from batch import capacity, queries, run_stats, storable
 from batch.celery_app import message_priority
 from batch.constants import (
     SENT_AT_HEADER,
@@ -40,7 +39,6 @@ from batch.exceptions import (
 )
 from batch.jobs import Job, Partial, Spec
 from batch.models import (
-    CANCELLED,
     FAILED,
     GOING_STATES,
     PENDING,
@@ -48,11 +46,12 @@ from batch.models import (
     RUNNING,
     SKIPPED,
     SUCCEEDED,
-    WAITING,
     Run,
     RunChunk,
     Schedule,
 )
+from batch.overlap import BUFFER_ONE, CANCEL_OTHER, SKIP, holds_back
+from batch.run_ends import cancel, finish, live_runs
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +67,6 @@ _CUT_MARKER_ROOM = 64
 #: A fire sent this long after its fire time was missed (beat down or behind): a schedule
 #: whose ``catch_up`` is ``skip`` skips it.
 MISSED_AFTER_SECONDS = 60
-#: Overlap policies that act (``allow`` does nothing): what a fire does while a run of its
-#: schedule is going.
-SKIP, BUFFER_ONE, CANCEL_OTHER = "skip", "buffer_one", "cancel_other"
-#: Released fires whose start the run driver sends per look, at most.
-RELEASED_PER_LOOK = 100
 
 
 class MissingChunks(BatchError):
@@ -145,7 +139,7 @@ def submit_run(
         )
     except Exception as exc:
         with core.transaction() as session:
-            _finish(session, run_id, FAILED, error=f"could not queue: {describe_error(exc)}")
+            finish(session, run_id, FAILED, error=f"could not queue: {describe_error(exc)}")
         raise ServiceUnavailable(f"could not queue run {run_id}: {describe_error(exc)}") from exc
     return run_id
 
@@ -160,7 +154,7 @@ def cancel_run(core: Core, run_id: str, *, actor: str) -> Run:
     now = utcnow()
     with core.transaction() as session:
         run = queries.find_run(session, run_id)
-        if not _cancel(session, [run.id], f"cancelled by {actor}", now):
+        if not cancel(session, [run.id], f"cancelled by {actor}", now):
             raise Conflict(
                 f"run {run.id} is {run.status}: only a queued, waiting or running run can be"
                 " cancelled"
@@ -168,30 +162,6 @@ def cancel_run(core: Core, run_id: str, *, actor: str) -> Run:
         session.refresh(run)
     log.info("run %s cancelled by %s", run.id, actor)
     return run
-
-
-def _cancel(session: Session, run_ids: list[str], error: str, now: datetime) -> list[str]:
-    """Cancel those of ``run_ids`` still going, their chunks not started with them; a fire
-    that waited for one of them is released. The ids cancelled."""
-    cancelled = session.execute(
-        update(Run)
-        .where(Run.id.in_(run_ids), Run.status.in_(GOING_STATES))
-        .values(status=CANCELLED, error=error, finished_at=now)
-        .returning(Run.id, Run.job, Run.schedule_name, Run.backfill_id)
-    ).all()
-    ids = [row.id for row in cancelled]
-    by_key = Counter(run_stats.Key(row.job, row.schedule_name or "") for row in cancelled)
-    for key, runs in sorted(by_key.items()):
-        run_stats.count(session, key, run_stats.RUNS, CANCELLED, runs)
-    if ids:
-        session.execute(
-            update(RunChunk)
-            .where(RunChunk.run_id.in_(ids), RunChunk.status == PENDING)
-            .values(status=CANCELLED, finished_at=now)
-        )
-    for schedule in {row.schedule_name for row in cancelled if row.backfill_id is None}:
-        _release_waiting(session, schedule)
-    return ids
 
 
 def start_run(
@@ -245,9 +215,9 @@ def start_run(
             run_stats.moment(session, stats, run_stats.LAST_FIRE, fire.scheduled_for)
             skip = _skip_reason(session, run_id, fire, now, created)
             if skip:
-                _finish(session, run_id, SKIPPED, error=skip.message, reason=skip.reason)
+                finish(session, run_id, SKIPPED, error=skip.message, reason=skip.reason)
                 return run_id
-            if fire.overlap in (BUFFER_ONE, CANCEL_OTHER) and _holds_back(
+            if fire.overlap in (BUFFER_ONE, CANCEL_OTHER) and holds_back(
                 session, run_id, fire, now
             ):
                 return run_id
@@ -258,7 +228,7 @@ def start_run(
             validated = job_obj.validate_params(params, now=fire.scheduled_for if fire else now)
             specs = job_obj.plan(validated, chunks=_target_chunks(core, queue), db=session)
         except Exception as exc:
-            _finish(session, run_id, FAILED, error=_planning_error(exc))
+            finish(session, run_id, FAILED, error=_planning_error(exc))
             log.exception("run %s failed while planning", run_id)
             return run_id
         resolved = validated.model_dump(mode="json")
@@ -267,7 +237,7 @@ def start_run(
         )
         _store_plan(session, run_id, specs, now)
         if not specs:
-            _finish(session, run_id, SUCCEEDED, result=job_obj.reduce([]))
+            finish(session, run_id, SUCCEEDED, result=job_obj.reduce([]))
             return run_id
     # If this send fails, the chunks wait in SQL as `pending`: the recovery sweep sends them.
     targets = list(enumerate(specs))
@@ -331,85 +301,10 @@ def _skip_reason(
             why = f"skipped: started {late:.0f}s late, deadline {fire.deadline_seconds}s"
             return Skip("deadline", why)
     if fire.overlap == SKIP:
-        going = session.scalar(_live_runs(fire.schedule, GOING_STATES, but=run_id).limit(1))
+        going = session.scalar(live_runs(fire.schedule, GOING_STATES, but=run_id).limit(1))
         if going:
             return Skip("overlap", f"skipped: run {going} of this schedule is still going")
     return None
-
-
-def _live_runs(schedule: str, states: tuple[str, ...], *, but: str | None = None) -> Any:
-    """The ids of ``schedule``'s runs in ``states`` (other than ``but``): its live fires' and
-    runs', not a backfill's."""
-    query = select(Run.id).where(
-        Run.schedule_name == schedule, Run.status.in_(states), Run.backfill_id.is_(None)
-    )
-    return query.where(Run.id != but) if but is not None else query
-
-
-def _holds_back(session: Session, run_id: str, fire: Fire, now: datetime) -> bool:
-    """``buffer_one`` and ``cancel_other``, for a fire whose run was just claimed: whether it
-    is not to start now (it waits for the run going, or was skipped)."""
-    # The schedule's row first: two fires at once on PostgreSQL see each other's choice.
-    session.execute(select(Schedule.name).where(Schedule.name == fire.schedule).with_for_update())
-    going = session.scalars(_live_runs(fire.schedule, (QUEUED, RUNNING), but=run_id)).all()
-    if fire.overlap == CANCEL_OTHER:
-        waiting = session.scalars(_live_runs(fire.schedule, (WAITING,), but=run_id)).all()
-        replaced = f"cancelled: replaced by run {run_id}, the fire at {fire.scheduled_for}"
-        for cancelled in _cancel(session, [*going, *waiting], f"{replaced} (cancel_other)", now):
-            log.info("run %s cancelled: the fire of run %s replaces it", cancelled, run_id)
-        return False
-    if not going:
-        return False
-    waiting_id = session.scalar(_live_runs(fire.schedule, (WAITING,), but=run_id).limit(1))
-    if waiting_id is not None:
-        why = f"skipped: run {waiting_id} already waits for run {going[0]} (buffer_one)"
-        _finish(session, run_id, SKIPPED, error=why, reason="overlap")
-        return True
-    session.execute(update(Run).where(Run.id == run_id).values(status=WAITING, started_at=None))
-    log.info("run %s waits for run %s of %s to end (buffer_one)", run_id, going[0], fire.schedule)
-    return True
-
-
-def _release_waiting(session: Session, schedule: str) -> None:
-    """In the transaction that ended a run of ``schedule``: its waiting fire, if nothing else
-    of the schedule is going, is queued with no start sent; the run driver sends it."""
-    others = _live_runs(schedule, (QUEUED, RUNNING)).exists()
-    session.execute(
-        update(Run)
-        .where(Run.schedule_name == schedule, Run.status == WAITING, Run.backfill_id.is_(None))
-        .where(~others)
-        .values(status=QUEUED, sent_at=None)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def start_released(core: Core, celery: Celery) -> int:
-    """The run driver's part for buffered fires: release the waiting fires whose schedule has
-    nothing going any more (its run ended some other way), then send the start of each
-    released fire of a buffer_one schedule with no start sent yet; how many were sent."""
-    with core.reading() as session:
-        waiting = session.scalars(
-            select(Run.schedule_name).where(Run.status == WAITING).distinct()
-        ).all()
-    if waiting:
-        with core.transaction() as session:
-            for schedule in waiting:
-                if schedule is not None:
-                    _release_waiting(session, schedule)
-    buffered = select(Schedule.name).where(Schedule.overlap == BUFFER_ONE)
-    with core.reading() as session:
-        released = session.scalars(
-            select(Run)
-            .where(
-                Run.status == QUEUED,
-                Run.sent_at.is_(None),
-                Run.backfill_id.is_(None),
-                Run.schedule_name.in_(buffered),
-            )
-            .order_by(Run.created_at)
-            .limit(RELEASED_PER_LOOK)
-        ).all()
-    return sum(send_start_again(core, celery, run) for run in released)
 
 
 def _target_chunks(core: Core, queue: str) -> int:
@@ -852,9 +747,9 @@ def _reduce_into_result(
         result = core.jobs.get(job).reduce(partials)
     except Exception as exc:
         log.exception("run %s: aggregating its partials failed", run_id)
-        _finish(session, run_id, FAILED, error=f"aggregating failed: {describe_error(exc)}")
+        finish(session, run_id, FAILED, error=f"aggregating failed: {describe_error(exc)}")
         return
-    _finish(session, run_id, SUCCEEDED, result=result)
+    finish(session, run_id, SUCCEEDED, result=result)
 
 
 def fail_run(core: Core, run_id: str, error: str) -> None:
@@ -874,49 +769,7 @@ def fail_run(core: Core, run_id: str, error: str) -> None:
                 else f"chunk {index}: did not finish (time limit or lost worker)"
                 for index, status, message in unfinished
             )
-        _finish(session, run_id, FAILED, error=error)
-
-
-def _finish(
-    session: Session,
-    run_id: str,
-    status: str,
-    *,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
-    reason: str | None = None,
-) -> None:
-    """End a queued or running run with ``status`` (a skip with its ``reason``), and count it."""
-    now = utcnow()
-    finished = session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status.in_((QUEUED, RUNNING)))
-        .values(status=status, result=result, error=error, finished_at=now)
-        .returning(Run.job, Run.schedule_name, Run.backfill_id, Run.started_at)
-    ).one_or_none()
-    if finished is not None:
-        _count_finished(session, finished, status, reason, now)
-    # A backfill's runs are not the schedule's live ones: no streak, no release.
-    if finished is not None and finished.schedule_name and finished.backfill_id is None:
-        alerts.run_finished(session, run_id, finished.schedule_name, status, error)
-        _release_waiting(session, finished.schedule_name)
-
-
-def _count_finished(
-    session: Session, finished: Any, status: str, reason: str | None, now: datetime
-) -> None:
-    started = finished.started_at
-    run_stats.ended(
-        session,
-        run_stats.Key(finished.job, finished.schedule_name or ""),
-        status,
-        reason=(reason or "other") if status == SKIPPED else None,
-        duration=(now - started).total_seconds()
-        if status in (SUCCEEDED, FAILED) and started is not None
-        else None,
-        # A backfill's success is a past fire's: it does not say the schedule works now.
-        succeeded_at=now if status == SUCCEEDED and finished.backfill_id is None else None,
-    )
+        finish(session, run_id, FAILED, error=error)
 
 
 def _planning_error(exc: Exception) -> str:

@@ -17,7 +17,7 @@ import pytest
 from celery import Celery
 from sqlalchemy import func, select, update
 
-from batch import alerts, backfills, demo, runs, schedules
+from batch import alerts, backfills, demo, run_ends, runs, schedules
 from batch.backfills import Request
 from batch.celery_app import close_celery, create_celery
 from batch.core import Core
@@ -265,7 +265,7 @@ def test_a_backfills_runs_neither_alert_nor_block_a_live_fire(idle: tuple[Core, 
     backfill = backfills.start_backfill(core, celery_app, request, actor="test")
     with core.transaction() as session:
         going = session.scalars(select(Run.id).where(Run.backfill_id == backfill.id)).all()
-        runs._finish(session, going[0], "failed", error="boom")
+        run_ends.finish(session, going[0], "failed", error="boom")
         assert session.scalar(select(func.count()).select_from(alerts.Alert)) == 0
         # A live fire with overlap "skip" is not skipped for the backfill's queued run.
         fire = runs.Fire(schedule="hourly-sales", scheduled_for=END + HOUR, overlap="skip")
