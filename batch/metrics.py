@@ -32,7 +32,7 @@ from batch import capacity, health, queries, redis_broker, run_stats
 from batch.core import Core
 from batch.db import utcnow
 from batch.models import GOING_STATES, Alert, Backfill, Run, Schedule
-from batch.run_stats import DURATION, LAST_FIRE, LAST_SUCCESS, LATENESS, RUNS, Key, Totals
+from batch.run_stats import DURATION, LAST_FIRE, LAST_SUCCESS, LATENESS, RUNS, Totals
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,10 +56,10 @@ class BatchCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         started = time.monotonic()
         with self.core.reading() as session:
-            schedule_queues = _schedule_queues(self.core, session)
-            yield from _schedule_metrics(session, schedule_queues)
-            histograms = self.core.settings.metrics_histograms
-            yield from _run_metrics(session, set(schedule_queues), histograms)
+            schedules = _schedules(self.core, session)
+            names = {row.name for row in schedules}
+            yield from _schedule_metrics(session, schedules)
+            yield from _run_metrics(session, names, self.core.settings.metrics_histograms)
         state = _down_or(lambda: _read_redis(self.core, self.celery))
         yield _gauge(
             "batch_redis_up", "1 if Redis answered this scrape, else 0.", value=int(bool(state))
@@ -67,7 +67,7 @@ class BatchCollector(Collector):
         settings = self.core.settings
         if state is not None:
             prefix = self.celery.redbeat_conf.key_prefix  # type: ignore[attr-defined]
-            yield from _redis_metrics(state, prefix, schedule_queues, settings.queues)
+            yield from _redis_metrics(state, prefix, names, settings.queues)
         broker_is_redis = settings.effective_broker_url == settings.redis_url
         # Redis that did not answer is not asked again as the broker: one timeout a scrape.
         yield from _broker_metrics(self.core, self.celery, ask=bool(state) or not broker_is_redis)
@@ -88,15 +88,35 @@ def _down_or(read: Callable[[], T]) -> T | None:
     return queries.unless_down(read, reader="metrics")
 
 
-def _schedule_queues(core: Core, session: Session) -> dict[str, str]:
-    """Each schedule's queue: its own, else its job's (else the default queue)."""
+@dataclass(frozen=True)
+class ScheduleRow:
+    """A schedule as the metrics show it."""
+
+    name: str
+    job: str
+    #: Its own queue, else its job's (else the default queue).
+    queue: str
+    enabled: bool
+    paused: bool
+
+
+def _schedules(core: Core, session: Session) -> list[ScheduleRow]:
     job_queues = {job.name: job.queue for job in core.jobs}
     default = core.settings.default_queue
-    rows = session.execute(select(Schedule.name, Schedule.job, Schedule.queue))
-    return {name: queue or job_queues.get(job, default) for name, job, queue in rows}
+    columns = (
+        Schedule.name,
+        Schedule.job,
+        Schedule.queue,
+        Schedule.enabled,
+        Schedule.paused_reason,
+    )
+    return [
+        ScheduleRow(name, job, queue or job_queues.get(job, default), enabled, bool(paused))
+        for name, job, queue, enabled, paused in session.execute(select(*columns))
+    ]
 
 
-def _schedule_metrics(session: Session, queues: dict[str, str]) -> Iterator[Metric]:
+def _schedule_metrics(session: Session, schedules: list[ScheduleRow]) -> Iterator[Metric]:
     info = _gauge(
         "batch_schedule_info",
         "A schedule (always 1): its job and the queue its fires go to.",
@@ -112,11 +132,10 @@ def _schedule_metrics(session: Session, queues: dict[str, str]) -> Iterator[Metr
         "1 if the schedule paused itself after consecutive failures.",
         labels=["schedule"],
     )
-    columns = (Schedule.name, Schedule.job, Schedule.enabled, Schedule.paused_reason)
-    for name, job, is_enabled, paused_reason in session.execute(select(*columns)):
-        info.add_metric([name, job, queues[name]], 1)
-        enabled.add_metric([name], 1 if is_enabled else 0)
-        paused.add_metric([name], 1 if paused_reason else 0)
+    for row in schedules:
+        info.add_metric([row.name, row.job, row.queue], 1)
+        enabled.add_metric([row.name], int(row.enabled))
+        paused.add_metric([row.name], int(row.paused))
     yield from (info, enabled, paused)
     going = _gauge(
         "batch_runs_going",
@@ -178,8 +197,11 @@ def _run_metrics(session: Session, schedules: set[str], histograms: str) -> Iter
                 at = totals.moments[series]
                 moments[key.schedule] = max(at, moments.get(key.schedule, at))
     yield from (runs, skips)
-    if histograms != "off":
-        yield from _histograms(live, by_job=histograms == "job")
+    if histograms == "schedule":
+        yield from _histograms({(k.schedule, k.job): t for k, t in live}, RUN_LABELS)
+    elif histograms == "job":
+        by_job = run_stats.histograms_by_job(session)
+        yield from _histograms({(job,): t for job, t in by_job.items()}, ["batch_job"])
     yield _by_schedule(
         "batch_schedule_last_fire_timestamp_seconds",
         "The fire time of the schedule's latest fire that reached a worker.",
@@ -192,15 +214,8 @@ def _run_metrics(session: Session, schedules: set[str], histograms: str) -> Iter
     )
 
 
-def _histograms(live: list[tuple[Key, Totals]], *, by_job: bool) -> Iterator[Metric]:
-    """Fire lateness and run duration, per schedule and job, or per job alone."""
-    groups: dict[tuple[str, ...], Totals] = {}
-    for key, totals in live:
-        if by_job:
-            groups.setdefault((key.job,), Totals()).add_histograms(totals)
-        else:
-            groups[(key.schedule, key.job)] = totals
-    labels = ["batch_job"] if by_job else RUN_LABELS
+def _histograms(groups: dict[tuple[str, ...], Totals], labels: list[str]) -> Iterator[Metric]:
+    """Fire lateness and run duration, one histogram per group (of ``labels``' values)."""
     for name, series, doc in (
         ("batch_fire_lateness_seconds", LATENESS,
          "From a fire's time to its run's start on a worker (fires that started)."),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, literal_column, or_, select
+from sqlalchemy import case, func, literal_column, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -118,15 +118,6 @@ class Totals:
     sums: dict[str, float] = field(default_factory=dict)
     moments: dict[str, float] = field(default_factory=dict)
 
-    def add_histograms(self, other: Totals) -> None:
-        """Add ``other``'s histograms to these (totals of several schedules of a job)."""
-        for series, buckets in other.buckets.items():
-            mine = self.buckets.setdefault(series, {})
-            for bound, count in buckets.items():
-                mine[bound] = mine.get(bound, 0.0) + count
-        for series, value in other.sums.items():
-            self.sums[series] = self.sums.get(series, 0.0) + value
-
     def cumulative(self, series: str) -> list[tuple[str, float]]:
         """The histogram's buckets as Prometheus wants them: (le, observations <= le)."""
         own = self.buckets.get(series, {})
@@ -142,13 +133,31 @@ def read(session: Session) -> dict[Key, Totals]:
     totals: dict[Key, Totals] = {}
     columns = (RunStat.job, RunStat.schedule_name, RunStat.series, RunStat.label, RunStat.value)
     for job, schedule, series, label, value in session.execute(select(*columns)):
-        of = totals.setdefault(Key(job, schedule), Totals())
-        if series in (RUNS, SKIPS):
-            of.counts[(series, label)] = value
-        elif series in BUCKETS:
-            of.buckets.setdefault(series, {})[label] = value
-        elif series in _MAXIMA:
-            of.moments[series] = value
-        else:
-            of.sums[series.removesuffix("_sum")] = value
+        _put(totals.setdefault(Key(job, schedule), Totals()), series, label, value)
     return totals
+
+
+def histograms_by_job(session: Session) -> dict[str, Totals]:
+    """The histograms summed over each job's schedules, deleted ones too (a total by job
+    must not go down when a schedule goes), in SQL."""
+    histogram_series = [*BUCKETS, *(f"{series}_sum" for series in BUCKETS)]
+    rows = session.execute(
+        select(RunStat.job, RunStat.series, RunStat.label, func.sum(RunStat.value))
+        .where(RunStat.series.in_(histogram_series))
+        .group_by(RunStat.job, RunStat.series, RunStat.label)
+    )
+    totals: dict[str, Totals] = {}
+    for job, series, label, value in rows:
+        _put(totals.setdefault(job, Totals()), series, label, value)
+    return totals
+
+
+def _put(of: Totals, series: str, label: str, value: float) -> None:
+    if series in (RUNS, SKIPS):
+        of.counts[(series, label)] = value
+    elif series in BUCKETS:
+        of.buckets.setdefault(series, {})[label] = value
+    elif series in _MAXIMA:
+        of.moments[series] = value
+    else:
+        of.sums[series.removesuffix("_sum")] = value
