@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -19,6 +20,7 @@ from batch import migrate, run_stats, users
 from batch.celery_app import close_celery, create_celery
 from batch.core import Core
 from batch.db import utcnow
+from batch.lab import Lab
 from batch.models import (
     FINISHED_STATES,
     Alert,
@@ -157,6 +159,21 @@ def runs_ended(core: Core, job: str, since: datetime) -> Counter[tuple[str, str]
         return Counter(
             {(schedule or "", status): n for schedule, status, n in session.execute(query)}
         )
+
+
+@contextmanager
+def counted_lab(core: Core, directory: Path, job: str, **changes: Any) -> Iterator[Lab]:
+    """A lab of the suite's settings with ``changes``, its nodes importing the project; on
+    leaving, closed, once each run of ``job`` that ended in it was checked counted once."""
+    lab = Lab.open(
+        core.settings, directory, environ={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        **changes,
+    )  # fmt: skip
+    try:
+        with each_end_counted_once(lab.core, job):
+            yield lab
+    finally:
+        lab.close()
 
 
 @contextmanager

@@ -8,7 +8,6 @@ beat.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from batch.lab import Lab, wait_until
 from batch.models import Backfill, Run, Schedule
 from batch.processes import start_beat, stop_process
 from batch.runs import scheduled_run_id
-from tests.conftest import ROOT, each_end_counted_once, own_database, wait_for_run
+from tests.conftest import counted_lab, own_database, wait_for_run
 from tests.test_engine import expected_sum
 
 MINUTE = timedelta(minutes=1)
@@ -160,15 +159,11 @@ OWN = "catch-up"
 
 @pytest.fixture
 def lab(core: Core, tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab.open(
-        core.settings, tmp_path, environ={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
-        queues=(OWN, "reports", "cleanups"), database_url=own_database(tmp_path),
-    )  # fmt: skip
-    try:
-        with each_end_counted_once(lab.core, "tests.sum_squares"):
-            yield lab
-    finally:
-        lab.close()
+    with counted_lab(
+        core, tmp_path, "tests.sum_squares", queues=(OWN, "reports", "cleanups"),
+        database_url=own_database(tmp_path),
+    ) as lab:  # fmt: skip
+        yield lab
 
 
 def test_after_beat_is_killed_each_missed_fire_runs_once(lab: Lab, tmp_path: Path) -> None:

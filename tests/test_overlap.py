@@ -9,7 +9,6 @@ is surely going.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from batch.constants import TASK_START_RUN
 from batch.lab import Lab, wait_until
 from batch.models import CANCELLED, PENDING, RUNNING, Run, RunChunk
 from batch.runs import scheduled_run_id
-from tests.conftest import ROOT, each_end_counted_once, own_database, wait_for_run
+from tests.conftest import counted_lab, own_database, wait_for_run
 from tests.test_engine import expected_sum
 
 QUEUE, LATER = "overlap", "overlap-later"
@@ -34,16 +33,11 @@ FIRST = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 
 @pytest.fixture
 def lab(core, tmp_path: Path) -> Iterator[Lab]:  # noqa: ANN001 - the suite's core fixture
-    lab = Lab.open(
-        core.settings, tmp_path, environ={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
-        job_modules=(*core.settings.job_modules, "tests.jobs_for_recovery"),
+    with counted_lab(
+        core, tmp_path, JOB, job_modules=(*core.settings.job_modules, "tests.jobs_for_recovery"),
         queues=(QUEUE, LATER, "reports", "cleanups"), database_url=own_database(tmp_path),
-    )  # fmt: skip
-    try:
-        with each_end_counted_once(lab.core, JOB):
-            yield lab
-    finally:
-        lab.close()
+    ) as lab:  # fmt: skip
+        yield lab
 
 
 def add(lab: Lab, overlap: str) -> None:
@@ -75,12 +69,19 @@ def status_of(lab: Lab, run_id: str) -> str | None:
     return run.status if run else None
 
 
-def test_buffer_one_keeps_one_fire_waiting_and_runs_it_when_the_run_ends(lab: Lab) -> None:
-    add(lab, "buffer_one")
+def first_fire_running(lab: Lab, overlap: str) -> str:
+    """A schedule with ``overlap``, node-a on its queue and node-b on the later one, and the
+    fire at 09:00 running on node-a; its run id."""
+    add(lab, overlap)
     lab.start_node("node-a", queues=(QUEUE,))
     lab.start_node("node-b", queues=(LATER,), concurrency=1)
-    first = fire(lab, "buffer_one", 0)
+    first = fire(lab, overlap, 0)
     wait_until(lambda: lab.chunks(first, RUNNING) >= 1)
+    return first
+
+
+def test_buffer_one_keeps_one_fire_waiting_and_runs_it_when_the_run_ends(lab: Lab) -> None:
+    first = first_fire_running(lab, "buffer_one")
     second = fire(lab, "buffer_one", 1, LATER)
     wait_until(lambda: status_of(lab, second) == "waiting", timeout=10)
     third = fire(lab, "buffer_one", 2, LATER)
@@ -99,11 +100,7 @@ def test_buffer_one_keeps_one_fire_waiting_and_runs_it_when_the_run_ends(lab: La
 
 
 def test_cancel_other_cancels_the_run_going_and_the_new_one_is_exact(lab: Lab) -> None:
-    add(lab, "cancel_other")
-    lab.start_node("node-a", queues=(QUEUE,))
-    lab.start_node("node-b", queues=(LATER,), concurrency=1)
-    first = fire(lab, "cancel_other", 0)
-    wait_until(lambda: lab.chunks(first, RUNNING) >= 1)
+    first = first_fire_running(lab, "cancel_other")
     second = fire(lab, "cancel_other", 1, LATER)
 
     replaced = wait_for_run(lab.core, first, timeout=30)

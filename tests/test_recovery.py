@@ -8,14 +8,15 @@ message lost after 3 s in an empty queue, a node gone after 3 s without its anno
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -27,7 +28,7 @@ from batch.lab import Lab, wait_until
 from batch.models import RUNNING, Run, RunChunk, Schedule
 from batch.redis_broker import UNACKED_KEY
 from batch.sweep import sweep
-from tests.conftest import ROOT, each_end_counted_once, own_database, wait_for_run
+from tests.conftest import counted_lab, own_database, wait_for_run
 from tests.test_engine import expected_sum
 
 #: Within this long of a fault, every run must have ended (the issue's target).
@@ -36,20 +37,20 @@ QUEUE = "recovery"
 JOB = "tests.slow_squares"
 
 
+def recovery_lab(core: Core, directory: Path, **changes: Any) -> ContextManager[Lab]:
+    """The recovery tests' lab: its own redis-server, queue and short timings."""
+    return counted_lab(
+        core, directory, JOB, job_modules=(*core.settings.job_modules, "tests.jobs_for_recovery"),
+        queues=(QUEUE, "reports", "cleanups"), sweep_interval_seconds=0.5, stall_seconds=3,
+        worker_ttl_seconds=3, **changes,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def lab(core: Core, tmp_path: Path) -> Iterator[Lab]:
     """A lab on the suite's database, with its own redis-server, queue and short timings."""
-    lab = Lab.open(
-        core.settings, tmp_path, environ={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
-        job_modules=(*core.settings.job_modules, "tests.jobs_for_recovery"),
-        queues=(QUEUE, "reports", "cleanups"), sweep_interval_seconds=0.5, stall_seconds=3,
-        worker_ttl_seconds=3,
-    )  # fmt: skip
-    try:
-        with each_end_counted_once(lab.core, JOB):
-            yield lab
-    finally:
-        lab.close()
+    with recovery_lab(core, tmp_path) as lab:
+        yield lab
 
 
 def submit(lab: Lab, n: int = 8000, seconds: float = 1.0) -> str:
@@ -287,17 +288,8 @@ def test_a_killed_node_stops_counting_for_planning_within_its_ttl(lab: Lab) -> N
 @pytest.fixture
 def apart(core: Core, tmp_path: Path) -> Iterator[Lab]:
     """The lab above on a database of its own: no other worker drives its backfills."""
-    lab = Lab.open(
-        core.settings, tmp_path, environ={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
-        job_modules=(*core.settings.job_modules, "tests.jobs_for_recovery"),
-        queues=(QUEUE, "reports", "cleanups"), sweep_interval_seconds=0.5, stall_seconds=3,
-        worker_ttl_seconds=3, database_url=own_database(tmp_path),
-    )  # fmt: skip
-    try:
-        with each_end_counted_once(lab.core, JOB):
-            yield lab
-    finally:
-        lab.close()
+    with recovery_lab(core, tmp_path, database_url=own_database(tmp_path)) as lab:
+        yield lab
 
 
 def start_slow_backfill(lab: Lab, fires: int = 10) -> int:

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from batch import capacity, health, run_stats, runs, schedules, users
-from batch.celery_app import close_celery
+from batch.celery_app import close_celery, create_celery
 from batch.constants import TASK_START_RUN
 from batch.core import Core
 from batch.db import utcnow
@@ -223,6 +223,11 @@ def test_histograms_per_job_or_off_for_many_schedules(
     # Counters stay per schedule whatever the histograms do.
     assert of(by_job, "batch_runs_total", **labels, status="succeeded") == 2
 
+    # A schedule deleted, its job's histograms keep what it observed (a total never drops).
+    schedules.remove_schedule(core, celery_app, "sums-b", actor="test")
+    after = scrape_with(core, api_token, metrics_histograms="job")
+    assert of(after, "batch_fire_lateness_seconds_count", **job) == 4
+
     off = scrape_with(core, api_token, metrics_histograms="off")
     assert not any(name.startswith("batch_fire_lateness") for name, _ in off)
     assert of(off, "batch_runs_total", **labels, status="succeeded") == 2
@@ -250,3 +255,31 @@ def test_a_scrape_asking_for_gzip_gets_it(api: FlaskClient) -> None:
     text = gzip.decompress(packed.get_data()).decode()
     names = {family.name for family in text_string_to_metric_families(text)}
     assert {"batch_runs", "batch_schedule_info", "batch_redis_up"} <= names
+
+
+def test_queue_depth_and_oldest_age_of_a_queue_no_worker_reads(core: Core, api_token: str) -> None:
+    idle = "metrics-idle"
+    settings = dataclasses.replace(core.settings, queues=(*core.settings.queues, idle))
+    celery = create_celery(settings, Core(settings))
+    sent_at = utcnow() - timedelta(seconds=90)
+    try:
+        for _ in range(3):
+            celery.send_task(
+                TASK_START_RUN, kwargs={}, queue=idle, ignore_result=True,
+                **runs.sent_at_header(sent_at),
+            )  # fmt: skip
+        before = utcnow()
+        samples = scrape_with(core, api_token, queues=settings.queues)
+        after = utcnow()
+    finally:
+        with celery.connection_for_write() as connection:
+            connection.default_channel.queue_purge(idle)
+        close_celery(celery)
+    assert of(samples, "batch_queue_messages", queue=idle) == 3
+    age = of(samples, "batch_queue_oldest_message_age_seconds", queue=idle)
+    if core.settings.broker_url:
+        assert age is None  # RabbitMQ does not tell a message's age
+    else:
+        low, high = ((moment - sent_at).total_seconds() for moment in (before, after))
+        assert low <= age <= high
+    assert of(samples, "batch_queue_workers_online", queue=idle) == 0
